@@ -1,0 +1,13 @@
+//! Placeholder: LinuxNetScoper is being written; every operation reports that it is not supported yet.
+
+use bottle_core::BackendError;
+
+/// The `net-linux` plugin's NetScoper.
+pub struct LinuxNetScoper;
+
+impl LinuxNetScoper {
+    /// Builds it from its settings (the plugin's table of `config.toml`, as JSON).
+    pub fn from_settings(_settings: &serde_json::Value) -> Result<Self, BackendError> {
+        Err(BackendError::not_supported("net-linux", "from_settings"))
+    }
+}

@@ -1,0 +1,13 @@
+//! Placeholder: DockerRuntime is being written; every operation reports that it is not supported yet.
+
+use bottle_core::BackendError;
+
+/// The `runtime-docker` plugin's BundleRuntime.
+pub struct DockerRuntime;
+
+impl DockerRuntime {
+    /// Builds it from its settings (the plugin's table of `config.toml`, as JSON).
+    pub fn from_settings(_settings: &serde_json::Value) -> Result<Self, BackendError> {
+        Err(BackendError::not_supported("runtime-docker", "from_settings"))
+    }
+}
