@@ -12,6 +12,7 @@ pub mod name;
 pub mod net;
 pub mod runtime;
 pub mod spec;
+#[cfg(feature = "state")]
 pub mod state;
 pub mod vmm;
 
@@ -22,6 +23,7 @@ pub use name::{NameError, ServiceName, Slug};
 pub use net::{AliasUse, NetScoper, PoolReport};
 pub use runtime::{BundleLaunchSpec, BundleRuntime, OwnedResource, ServiceEndpoint, ServiceLaunch};
 pub use spec::{Agent, BottleSpec, Mount, Service, SpecError};
+#[cfg(feature = "state")]
 pub use state::{BottleRecord, BottleState, Lease, NewBottle, StateDb, StateError, Step};
 pub use vmm::{
     AgentSpec, EgressPolicy, ExecOutput, ExecStdio, Machine, MachineState, ScopeSupport,
