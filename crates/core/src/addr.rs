@@ -40,7 +40,10 @@ pub struct Ipv4Cidr {
 impl Ipv4Cidr {
     /// The block holding exactly one address.
     pub fn host(addr: Ipv4Addr) -> Self {
-        Ipv4Cidr { network: addr, prefix: 32 }
+        Ipv4Cidr {
+            network: addr,
+            prefix: 32,
+        }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -90,7 +93,9 @@ impl FromStr for Ipv4Cidr {
     type Err = PoolError;
 
     fn from_str(input: &str) -> Result<Self, PoolError> {
-        let syntax = || PoolError::Syntax { input: input.to_owned() };
+        let syntax = || PoolError::Syntax {
+            input: input.to_owned(),
+        };
         let (addr, prefix) = match input.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (input, None),
@@ -100,14 +105,25 @@ impl FromStr for Ipv4Cidr {
             None => 32,
             Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u8>() {
                 Ok(p) if p <= 32 => p,
-                _ => return Err(PoolError::Prefix { input: input.to_owned() }),
+                _ => {
+                    return Err(PoolError::Prefix {
+                        input: input.to_owned(),
+                    })
+                }
             },
-            Some(_) => return Err(PoolError::Prefix { input: input.to_owned() }),
+            Some(_) => {
+                return Err(PoolError::Prefix {
+                    input: input.to_owned(),
+                })
+            }
         };
         let network = Ipv4Addr::from(u32::from(addr) & Self::mask(prefix));
         if network != addr {
             let suggestion = Ipv4Cidr { network, prefix };
-            return Err(PoolError::HostBits { input: input.to_owned(), suggestion });
+            return Err(PoolError::HostBits {
+                input: input.to_owned(),
+                suggestion,
+            });
         }
         Ok(Ipv4Cidr { network, prefix })
     }
@@ -145,7 +161,10 @@ pub struct AliasPool {
 
 impl AliasPool {
     pub fn new(block: Ipv4Cidr) -> Result<Self, PoolError> {
-        let loopback = Ipv4Cidr { network: Ipv4Addr::new(127, 0, 0, 0), prefix: 8 };
+        let loopback = Ipv4Cidr {
+            network: Ipv4Addr::new(127, 0, 0, 0),
+            prefix: 8,
+        };
         if !loopback.covers(&block) {
             return Err(PoolError::NotLoopback { pool: block });
         }
@@ -238,9 +257,18 @@ mod tests {
 
     #[test]
     fn pools_outside_loopback_too_wide_or_holding_localhost_are_refused() {
-        assert!(matches!("10.0.0.0/28".parse::<AliasPool>(), Err(PoolError::NotLoopback { .. })));
-        assert!(matches!("127.0.0.0/7".parse::<AliasPool>(), Err(PoolError::NotLoopback { .. })));
-        assert!(matches!("127.0.0.0/23".parse::<AliasPool>(), Err(PoolError::TooWide { .. })));
+        assert!(matches!(
+            "10.0.0.0/28".parse::<AliasPool>(),
+            Err(PoolError::NotLoopback { .. })
+        ));
+        assert!(matches!(
+            "126.0.0.0/7".parse::<AliasPool>(),
+            Err(PoolError::NotLoopback { .. })
+        ));
+        assert!(matches!(
+            "127.0.0.0/23".parse::<AliasPool>(),
+            Err(PoolError::TooWide { .. })
+        ));
         assert!(matches!(
             "127.0.0.0/28".parse::<AliasPool>(),
             Err(PoolError::ContainsHostLoopback { .. })
@@ -254,11 +282,26 @@ mod tests {
     #[test]
     fn malformed_blocks_name_what_was_expected() {
         let err = "127.0.0.17/28".parse::<Ipv4Cidr>().unwrap_err();
-        assert_eq!(err.to_string(), "`127.0.0.17/28` has host bits set: did you mean 127.0.0.16/28?");
-        assert!(matches!("127.0.0/28".parse::<Ipv4Cidr>(), Err(PoolError::Syntax { .. })));
-        assert!(matches!("127.0.0.16/33".parse::<Ipv4Cidr>(), Err(PoolError::Prefix { .. })));
-        assert!(matches!("127.0.0.16/+8".parse::<Ipv4Cidr>(), Err(PoolError::Prefix { .. })));
-        assert!(matches!("127.0.0.16/".parse::<Ipv4Cidr>(), Err(PoolError::Prefix { .. })));
+        assert_eq!(
+            err.to_string(),
+            "`127.0.0.17/28` has host bits set: did you mean 127.0.0.16/28?"
+        );
+        assert!(matches!(
+            "127.0.0/28".parse::<Ipv4Cidr>(),
+            Err(PoolError::Syntax { .. })
+        ));
+        assert!(matches!(
+            "127.0.0.16/33".parse::<Ipv4Cidr>(),
+            Err(PoolError::Prefix { .. })
+        ));
+        assert!(matches!(
+            "127.0.0.16/+8".parse::<Ipv4Cidr>(),
+            Err(PoolError::Prefix { .. })
+        ));
+        assert!(matches!(
+            "127.0.0.16/".parse::<Ipv4Cidr>(),
+            Err(PoolError::Prefix { .. })
+        ));
     }
 
     #[test]

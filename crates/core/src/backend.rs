@@ -82,13 +82,22 @@ impl From<ErrorParts> for BackendError {
 
 impl From<BackendError> for ErrorParts {
     fn from(e: BackendError) -> Self {
-        ErrorParts { kind: e.kind, message: e.message, causes: e.causes }
+        ErrorParts {
+            kind: e.kind,
+            message: e.message,
+            causes: e.causes,
+        }
     }
 }
 
 impl BackendError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        BackendError { kind, message: message.into(), causes: Vec::new(), chain: None }
+        BackendError {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            chain: None,
+        }
     }
 
     /// An error of kind [`ErrorKind::NotSupported`] naming the operation and the plugin.
@@ -118,16 +127,22 @@ impl BackendError {
     }
 
     fn rebuild_chain(&mut self) {
-        self.chain = self
-            .causes
-            .iter()
-            .rev()
-            .fold(None, |next, message| Some(Box::new(Cause { message: message.clone(), next })));
+        self.chain = self.causes.iter().rev().fold(None, |next, message| {
+            Some(Box::new(Cause {
+                message: message.clone(),
+                next,
+            }))
+        });
     }
 
     /// Builds an error from parts that came over the plugin boundary.
     pub fn from_parts(kind: ErrorKind, message: String, causes: Vec<String>) -> Self {
-        let mut err = BackendError { kind, message, causes, chain: None };
+        let mut err = BackendError {
+            kind,
+            message,
+            causes,
+            chain: None,
+        };
         err.rebuild_chain();
         err
     }
@@ -180,7 +195,10 @@ mod tests {
             chain.push(e.to_string());
             next = e.source();
         }
-        assert_eq!(chain, ["docker is not installed", "no such file", "searched PATH"]);
+        assert_eq!(
+            chain,
+            ["docker is not installed", "no such file", "searched PATH"]
+        );
     }
 
     #[test]

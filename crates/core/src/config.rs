@@ -92,7 +92,12 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -122,14 +127,21 @@ mod tests {
         let config = Config::load(dir.path()).unwrap();
         assert_eq!(config.pool.to_string(), "127.0.3.0/24");
         assert_eq!(config.vmm.as_deref(), Some("smolvm"));
-        assert_eq!(config.plugin_settings("vmm-smolvm")["smolvm"], "/opt/smolvm");
+        assert_eq!(
+            config.plugin_settings("vmm-smolvm")["smolvm"],
+            "/opt/smolvm"
+        );
         assert!(config.plugin_settings("runtime-docker").is_empty());
     }
 
     #[test]
     fn a_bad_pool_in_the_file_names_the_file_and_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(CONFIG_FILE_NAME), "pool = \"10.0.0.0/28\"\n").unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE_NAME),
+            "pool = \"10.0.0.0/28\"\n",
+        )
+        .unwrap();
         let err = Config::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
         assert!(err.contains("outside 127.0.0.0/8"), "{err}");

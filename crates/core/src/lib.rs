@@ -8,6 +8,8 @@
 pub mod addr;
 pub mod backend;
 pub mod config;
+#[cfg(feature = "state")]
+pub mod launch;
 pub mod name;
 pub mod net;
 pub mod runtime;

@@ -26,11 +26,17 @@ fn check_label(input: &str, what: &'static str) -> Result<(), NameError> {
         && bytes.len() <= MAX_SLUG_LEN
         && bytes[0].is_ascii_lowercase()
         && bytes[bytes.len() - 1] != b'-'
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(NameError { input: input.to_owned(), what, rule: LABEL_RULE })
+        Err(NameError {
+            input: input.to_owned(),
+            what,
+            rule: LABEL_RULE,
+        })
     }
 }
 
@@ -121,7 +127,15 @@ mod tests {
 
     #[test]
     fn everything_else_is_refused_with_the_rule() {
-        for bad in ["", "Review", "2bots", "bot-", "bot_1", "bot.x", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "Review",
+            "2bots",
+            "bot-",
+            "bot_1",
+            "bot.x",
+            &"a".repeat(49),
+        ] {
             let err = bad.parse::<Slug>().unwrap_err();
             assert_eq!(err.input, bad);
             assert!(err.to_string().contains("starting with a letter"), "{err}");

@@ -30,7 +30,11 @@ pub enum SpecError {
     #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
     #[error("{}: `{field}`: expected {expected}", path.display())]
-    Invalid { path: PathBuf, field: String, expected: String },
+    Invalid {
+        path: PathBuf,
+        field: String,
+        expected: String,
+    },
 }
 
 /// A validated bottle spec.
@@ -122,11 +126,19 @@ impl BottleSpec {
     /// Reads and validates a spec. `path` may name the file or a directory holding
     /// `bottle.toml`.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let file = if path.is_dir() { path.join(SPEC_FILE_NAME) } else { path.to_path_buf() };
-        let file = std::path::absolute(&file)
-            .map_err(|source| SpecError::Read { path: file.clone(), source })?;
-        let text = fs::read_to_string(&file)
-            .map_err(|source| SpecError::Read { path: file.clone(), source })?;
+        let file = if path.is_dir() {
+            path.join(SPEC_FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
+        let file = std::path::absolute(&file).map_err(|source| SpecError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let text = fs::read_to_string(&file).map_err(|source| SpecError::Read {
+            path: file.clone(),
+            source,
+        })?;
         Self::parse(&text, &file)
     }
 
@@ -137,19 +149,34 @@ impl BottleSpec {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        let v = Validator { path, dir: path.parent().unwrap_or(Path::new("/")) };
+        let v = Validator {
+            path,
+            dir: path.parent().unwrap_or(Path::new("/")),
+        };
 
-        let slug = raw.name.parse::<Slug>().map_err(|e| v.invalid("name", e.rule))?;
+        let slug = raw
+            .name
+            .parse::<Slug>()
+            .map_err(|e| v.invalid("name", e.rule))?;
         let vmm = v.plugin_choice("vmm", raw.vmm)?;
         let runtime = v.plugin_choice("runtime", raw.runtime)?;
         let agent = v.agent(raw.agent)?;
         let mut services = BTreeMap::new();
         for (name, raw_service) in raw.services {
             let field = format!("services.{name}");
-            let service_name = name.parse::<ServiceName>().map_err(|e| v.invalid(&field, e.rule))?;
+            let service_name = name
+                .parse::<ServiceName>()
+                .map_err(|e| v.invalid(&field, e.rule))?;
             services.insert(service_name, v.service(&field, raw_service)?);
         }
-        Ok(BottleSpec { path: path.to_path_buf(), slug, vmm, runtime, agent, services })
+        Ok(BottleSpec {
+            path: path.to_path_buf(),
+            slug,
+            vmm,
+            runtime,
+            agent,
+            services,
+        })
     }
 
     /// The directory relative paths in the spec are taken from.
@@ -172,7 +199,11 @@ impl Validator<'_> {
         }
     }
 
-    fn plugin_choice(&self, field: &str, value: Option<String>) -> Result<Option<String>, SpecError> {
+    fn plugin_choice(
+        &self,
+        field: &str,
+        value: Option<String>,
+    ) -> Result<Option<String>, SpecError> {
         match value {
             Some(v) if v.parse::<Slug>().is_err() => Err(self.invalid(
                 field,
@@ -216,7 +247,10 @@ impl Validator<'_> {
 
     fn service(&self, field: &str, raw: RawService) -> Result<Service, SpecError> {
         if raw.image.is_none() && raw.command.is_empty() {
-            return Err(self.invalid(field, "an `image` (docker runtime) or a `command` (process runtime)"));
+            return Err(self.invalid(
+                field,
+                "an `image` (docker runtime) or a `command` (process runtime)",
+            ));
         }
         if let Some(image) = &raw.image {
             self.non_empty(&format!("{field}.image"), image)?;
@@ -224,21 +258,34 @@ impl Validator<'_> {
         self.command(&format!("{field}.command"), &raw.command)?;
         self.env(&format!("{field}.env"), &raw.env)?;
         if raw.ports.is_empty() {
-            return Err(self.invalid(&format!("{field}.ports"), "at least one port, e.g. ports = [8080]"));
+            return Err(self.invalid(
+                &format!("{field}.ports"),
+                "at least one port, e.g. ports = [8080]",
+            ));
         }
         let mut ports = Vec::with_capacity(raw.ports.len());
         for (i, port) in raw.ports.iter().enumerate() {
             let field = format!("{field}.ports[{i}]");
             let port = match u16::try_from(*port) {
                 Ok(p) if p > 0 => p,
-                _ => return Err(self.invalid(&field, format!("a port from 1 to 65535, got {port}"))),
+                _ => {
+                    return Err(self.invalid(&field, format!("a port from 1 to 65535, got {port}")))
+                }
             };
             if ports.contains(&port) {
-                return Err(self.invalid(&field, format!("each port once, but {port} is listed twice")));
+                return Err(self.invalid(
+                    &field,
+                    format!("each port once, but {port} is listed twice"),
+                ));
             }
             ports.push(port);
         }
-        Ok(Service { image: raw.image, command: raw.command, ports, env: raw.env })
+        Ok(Service {
+            image: raw.image,
+            command: raw.command,
+            ports,
+            env: raw.env,
+        })
     }
 
     fn non_empty(&self, field: &str, value: &str) -> Result<(), SpecError> {
@@ -257,7 +304,10 @@ impl Validator<'_> {
 
     fn env(&self, field: &str, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
         for key in env.keys() {
-            let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(self.invalid(
@@ -268,7 +318,9 @@ impl Validator<'_> {
             if key.starts_with(RESERVED_ENV_PREFIX) {
                 return Err(self.invalid(
                     &format!("{field}.{key}"),
-                    format!("a name not starting with {RESERVED_ENV_PREFIX}, which bottle sets itself"),
+                    format!(
+                        "a name not starting with {RESERVED_ENV_PREFIX}, which bottle sets itself"
+                    ),
                 ));
             }
         }
@@ -281,7 +333,10 @@ impl Validator<'_> {
         if !path.exists() {
             return Err(self.invalid(
                 field,
-                format!("an existing path (relative to the spec's directory), but {} does not exist", path.display()),
+                format!(
+                    "an existing path (relative to the spec's directory), but {} does not exist",
+                    path.display()
+                ),
             ));
         }
         Ok(path)
@@ -300,14 +355,262 @@ impl Validator<'_> {
             return Err(self.invalid(field, format!("{expected}, got \"{value}\"")));
         }
         let host = self.existing_path(field, host)?;
-        Ok(Mount { host, guest: PathBuf::from(guest), read_only })
+        Ok(Mount {
+            host,
+            guest: PathBuf::from(guest),
+            read_only,
+        })
     }
 
-    fn bounded(&self, field: &str, value: Option<i64>, min: u32, max: u32) -> Result<Option<u32>, SpecError> {
+    fn bounded(
+        &self,
+        field: &str,
+        value: Option<i64>,
+        min: u32,
+        max: u32,
+    ) -> Result<Option<u32>, SpecError> {
         match value {
             None => Ok(None),
             Some(v) if v >= i64::from(min) && v <= i64::from(max) => Ok(Some(v as u32)),
             Some(v) => Err(self.invalid(field, format!("a number from {min} to {max}, got {v}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "review-bot"
+vmm = "smolvm"
+runtime = "process"
+
+[agent]
+from = "agent.smolmachine"
+command = ["sh", "-c", "echo hello"]
+env = { LOG_LEVEL = "info" }
+mounts = ["./work:/workspace", "work:/ro:ro"]
+cpus = 2
+memory_mib = 1024
+
+[services.tools]
+command = ["httpd", "-f", "-p", "8080"]
+ports = [8080]
+
+[services.web-ui]
+image = "bottle-test/busybox:1"
+ports = [80, 443]
+env = { MODE = "test" }
+"#;
+
+    struct Dir(tempfile::TempDir);
+
+    impl Dir {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("agent.smolmachine"), b"").unwrap();
+            std::fs::create_dir(dir.path().join("work")).unwrap();
+            Dir(dir)
+        }
+
+        fn spec_path(&self) -> PathBuf {
+            self.0.path().join(SPEC_FILE_NAME)
+        }
+
+        fn parse(&self, text: &str) -> Result<BottleSpec, SpecError> {
+            std::fs::write(self.spec_path(), text).unwrap();
+            BottleSpec::load(self.0.path())
+        }
+
+        /// Parses `GOOD` with `from` replaced by `to`, and returns the error text.
+        fn error_with(&self, from: &str, to: &str) -> String {
+            assert!(GOOD.contains(from), "the fixture has no `{from}`");
+            let text = GOOD.replacen(from, to, 1);
+            let err = self.parse(&text).expect_err("the spec should be refused");
+            let text = err.to_string();
+            let file = self.spec_path().display().to_string();
+            assert!(
+                text.starts_with(&file),
+                "the error should name the file: {text}"
+            );
+            text[file.len()..].to_owned()
+        }
+    }
+
+    #[test]
+    fn a_full_spec_parses_into_typed_values() {
+        let dir = Dir::new();
+        let spec = dir.parse(GOOD).unwrap();
+        assert_eq!(spec.slug.as_str(), "review-bot");
+        assert_eq!(spec.vmm.as_deref(), Some("smolvm"));
+        assert_eq!(spec.runtime.as_deref(), Some("process"));
+        assert_eq!(
+            spec.agent.from,
+            Some(dir.0.path().join("agent.smolmachine"))
+        );
+        assert_eq!(spec.agent.cpus, Some(2));
+        assert_eq!(spec.agent.memory_mib, Some(1024));
+        assert_eq!(
+            spec.agent.mounts,
+            vec![
+                Mount {
+                    host: dir.0.path().join("./work"),
+                    guest: "/workspace".into(),
+                    read_only: false
+                },
+                Mount {
+                    host: dir.0.path().join("work"),
+                    guest: "/ro".into(),
+                    read_only: true
+                },
+            ]
+        );
+        let names: Vec<&str> = spec.services.keys().map(ServiceName::as_str).collect();
+        assert_eq!(names, ["tools", "web-ui"]);
+        let web = &spec.services[&"web-ui".parse().unwrap()];
+        assert_eq!(web.ports, [80, 443]);
+        assert_eq!(web.image.as_deref(), Some("bottle-test/busybox:1"));
+        assert_eq!(spec.dir(), dir.0.path());
+    }
+
+    #[test]
+    fn the_minimal_spec_is_a_name() {
+        let spec = Dir::new().parse("name = \"solo\"\n").unwrap();
+        assert!(spec.services.is_empty());
+        assert_eq!(spec.agent, Agent::default());
+        assert_eq!(spec.vmm, None);
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = BottleSpec::load(dir.path()).unwrap_err();
+        assert!(matches!(err, SpecError::Read { .. }));
+        assert!(err.to_string().ends_with("bottle.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = Dir::new();
+        let top = dir.error_with("runtime = \"process\"", "runtime = \"process\"\nruntim = 1");
+        assert!(top.contains("unknown field `runtim`"), "{top}");
+        let agent = dir.error_with("cpus = 2", "cpu = 2");
+        assert!(agent.contains("unknown field `cpu`"), "{agent}");
+        let service = dir.error_with("ports = [8080]", "port = [8080]");
+        assert!(service.contains("unknown field `port`"), "{service}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_say_where() {
+        let dir = Dir::new();
+        let err = dir.error_with("cpus = 2", "cpus = \"two\"");
+        assert!(err.contains("line 11"), "{err}");
+        let err = dir.error_with("name = \"review-bot\"", "name = ");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn each_invalid_field_gets_its_precise_error() {
+        let dir = Dir::new();
+        let cases = [
+            (
+                "name = \"review-bot\"",
+                "name = \"Review_Bot\"",
+                ": `name`: expected 1 to 48",
+            ),
+            (
+                "vmm = \"smolvm\"",
+                "vmm = \"Smol VM\"",
+                ": `vmm`: expected a plugin name",
+            ),
+            (
+                "[services.tools]",
+                "[services.Tools]",
+                ": `services.Tools`: expected 1 to 48 characters",
+            ),
+            (
+                "ports = [8080]",
+                "ports = [70000]",
+                ": `services.tools.ports[0]`: expected a port from 1 to 65535, got 70000",
+            ),
+            (
+                "ports = [8080]",
+                "ports = [0]",
+                ": `services.tools.ports[0]`: expected a port from 1 to 65535, got 0",
+            ),
+            (
+                "ports = [80, 443]",
+                "ports = [80, 80]",
+                ": `services.web-ui.ports[1]`: expected each port once, but 80 is listed twice",
+            ),
+            (
+                "ports = [8080]",
+                "ports = []",
+                ": `services.tools.ports`: expected at least one port",
+            ),
+            (
+                "command = [\"httpd\", \"-f\", \"-p\", \"8080\"]",
+                "",
+                ": `services.tools`: expected an `image` (docker runtime) or a `command`",
+            ),
+            (
+                "cpus = 2",
+                "cpus = 0",
+                ": `agent.cpus`: expected a number from 1 to 64, got 0",
+            ),
+            (
+                "memory_mib = 1024",
+                "memory_mib = 16",
+                ": `agent.memory_mib`: expected a number from 64 to 1048576, got 16",
+            ),
+            (
+                "from = \"agent.smolmachine\"",
+                "from = \"missing.smolmachine\"",
+                ": `agent.from`: expected an existing path",
+            ),
+            (
+                "from = \"agent.smolmachine\"",
+                "from = \"agent.smolmachine\"\nimage = \"alpine\"",
+                ": `agent.image`: expected either `from` or `image`, not both",
+            ),
+            (
+                "\"./work:/workspace\"",
+                "\"./work:workspace\"",
+                ": `agent.mounts[0]`: expected HOST:GUEST or HOST:GUEST:ro",
+            ),
+            (
+                "\"work:/ro:ro\"",
+                "\"work:/ro:rx\"",
+                ": `agent.mounts[1]`: expected HOST:GUEST or HOST:GUEST:ro",
+            ),
+            (
+                "\"./work:/workspace\"",
+                "\"./nowhere:/workspace\"",
+                ": `agent.mounts[0]`: expected an existing path",
+            ),
+            (
+                "LOG_LEVEL = \"info\"",
+                "BOTTLE_ALIAS = \"127.0.0.1\"",
+                ": `agent.env.BOTTLE_ALIAS`: expected a name not starting with BOTTLE_",
+            ),
+            (
+                "MODE = \"test\"",
+                "\"1MODE\" = \"test\"",
+                ": `services.web-ui.env.1MODE`: expected a variable name",
+            ),
+            (
+                "command = [\"sh\", \"-c\", \"echo hello\"]",
+                "command = [\"\", \"-c\"]",
+                ": `agent.command`: expected a program name",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let err = dir.error_with(from, to);
+            assert!(
+                err.starts_with(expected),
+                "replacing `{from}` by `{to}`:\n  got {err}"
+            );
         }
     }
 }

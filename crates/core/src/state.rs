@@ -77,15 +77,28 @@ pub enum StateError {
          upgrade bottle",
         path.display()
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("state database {}: corrupt value in {what}: `{value}`", path.display())]
-    Corrupt { path: PathBuf, what: &'static str, value: String },
-    #[error("a bottle named `{slug}` already exists ({state}); remove it with `bottle down {slug}`")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        value: String,
+    },
+    #[error(
+        "a bottle named `{slug}` already exists ({state}); remove it with `bottle down {slug}`"
+    )]
     SlugInUse { slug: Slug, state: BottleState },
     #[error("no bottle named `{slug}`")]
     UnknownBottle { slug: Slug },
     #[error("every alias of pool {pool} is taken: {}", holders.join(", "))]
-    PoolExhausted { pool: AliasPool, holders: Vec<String> },
+    PoolExhausted {
+        pool: AliasPool,
+        holders: Vec<String>,
+    },
 }
 
 /// A bottle's hold on one alias of the pool.
@@ -114,10 +127,10 @@ pub enum BottleState {
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Validated,
+    ProbingVmm,
     EnsuringPool,
     LeasingAlias,
     StartingBundle,
-    ProbingVmm,
     CreatingMachine,
     VerifyingPolicy,
     StartingMachine,
@@ -156,10 +169,10 @@ text_enum!(BottleState {
 
 text_enum!(Step {
     Validated => "validated",
+    ProbingVmm => "probing_vmm",
     EnsuringPool => "ensuring_pool",
     LeasingAlias => "leasing_alias",
     StartingBundle => "starting_bundle",
-    ProbingVmm => "probing_vmm",
     CreatingMachine => "creating_machine",
     VerifyingPolicy => "verifying_policy",
     StartingMachine => "starting_machine",
@@ -202,26 +215,39 @@ pub struct StateDb {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl StateDb {
     /// Opens (creating if needed) the database in bottle's home directory.
     pub fn open_in(home: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(home)
-            .map_err(|source| StateError::CreateDir { path: home.to_path_buf(), source })?;
+        std::fs::create_dir_all(home).map_err(|source| StateError::CreateDir {
+            path: home.to_path_buf(),
+            source,
+        })?;
         Self::open(&home.join(STATE_FILE_NAME))
     }
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let sqlite = |source| StateError::Sqlite { path: path.to_path_buf(), source };
+        let sqlite = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
-        conn.pragma_update(None, "foreign_keys", true).map_err(sqlite)?;
-        let mut db = StateDb { conn, path: path.to_path_buf() };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sqlite)?;
+        let mut db = StateDb {
+            conn,
+            path: path.to_path_buf(),
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -231,26 +257,45 @@ impl StateDb {
     }
 
     fn sqlite(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-        |source| StateError::Sqlite { path: self.path.clone(), source }
+        |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn corrupt(&self, what: &'static str, value: impl Into<String>) -> StateError {
-        StateError::Corrupt { path: self.path.clone(), what, value: value.into() }
+        StateError::Corrupt {
+            path: self.path.clone(),
+            what,
+            value: value.into(),
+        }
     }
 
     fn migrate(&mut self) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sqlite)?;
         let known = MIGRATIONS.len() as i64;
         if found > known {
-            return Err(StateError::TooNew { path: path.clone(), found, known });
+            return Err(StateError::TooNew {
+                path: path.clone(),
+                found,
+                known,
+            });
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.execute_batch(migration).map_err(sqlite)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(sqlite)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(sqlite)?;
             tracing::info!(path = %path.display(), version = i + 1, "migrated state database");
         }
         tx.commit().map_err(sqlite)
@@ -258,7 +303,9 @@ impl StateDb {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StateError> {
-        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.sqlite())
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.sqlite())
     }
 
     /// Leases an alias of `pool` to `slug`, or returns the one it already holds.
@@ -274,9 +321,14 @@ impl StateDb {
         busy: &BTreeMap<Ipv4Addr, String>,
     ) -> Result<Lease, StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
         let held: Vec<(String, String, i64)> = {
             let mut stmt = tx
                 .prepare("SELECT alias, slug, leased_at FROM leases ORDER BY alias")
@@ -286,16 +338,27 @@ impl StateDb {
         };
         let mut leased = BTreeMap::new();
         for (alias, holder, leased_at) in held {
-            let corrupt =
-                |what, value: &str| StateError::Corrupt { path: path.clone(), what, value: value.into() };
+            let corrupt = |what, value: &str| StateError::Corrupt {
+                path: path.clone(),
+                what,
+                value: value.into(),
+            };
             let alias: Ipv4Addr = alias.parse().map_err(|_| corrupt("leases.alias", &alias))?;
-            let holder: Slug = holder.parse().map_err(|_| corrupt("leases.slug", &holder))?;
+            let holder: Slug = holder
+                .parse()
+                .map_err(|_| corrupt("leases.slug", &holder))?;
             if &holder == slug {
-                return Ok(Lease { alias, slug: holder, leased_at });
+                return Ok(Lease {
+                    alias,
+                    slug: holder,
+                    leased_at,
+                });
             }
             leased.insert(alias, holder);
         }
-        let Some(alias) = pool.aliases().find(|a| !leased.contains_key(a) && !busy.contains_key(a))
+        let Some(alias) = pool
+            .aliases()
+            .find(|a| !leased.contains_key(a) && !busy.contains_key(a))
         else {
             let holders = pool
                 .aliases()
@@ -305,7 +368,10 @@ impl StateDb {
                     (None, None) => format!("{a} free"),
                 })
                 .collect();
-            return Err(StateError::PoolExhausted { pool: *pool, holders });
+            return Err(StateError::PoolExhausted {
+                pool: *pool,
+                holders,
+            });
         };
         let leased_at = now();
         tx.execute(
@@ -315,7 +381,11 @@ impl StateDb {
         .map_err(sqlite)?;
         tx.commit().map_err(sqlite)?;
         tracing::debug!(%slug, %alias, "leased alias");
-        Ok(Lease { alias, slug: slug.clone(), leased_at })
+        Ok(Lease {
+            alias,
+            slug: slug.clone(),
+            leased_at,
+        })
     }
 
     /// Every lease, lowest alias first.
@@ -332,8 +402,12 @@ impl StateDb {
             .into_iter()
             .map(|(alias, slug, leased_at)| {
                 Ok(Lease {
-                    alias: alias.parse().map_err(|_| self.corrupt("leases.alias", &alias))?,
-                    slug: slug.parse().map_err(|_| self.corrupt("leases.slug", &slug))?,
+                    alias: alias
+                        .parse()
+                        .map_err(|_| self.corrupt("leases.alias", &alias))?,
+                    slug: slug
+                        .parse()
+                        .map_err(|_| self.corrupt("leases.slug", &slug))?,
                     leased_at,
                 })
             })
@@ -359,13 +433,20 @@ impl StateDb {
     /// Records a new bottle, refusing a slug that is already in use.
     pub fn insert_bottle(&mut self, new: &NewBottle<'_>) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
         let existing: Option<String> = tx
-            .query_row("SELECT state FROM bottles WHERE slug = ?1", [new.slug.as_str()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT state FROM bottles WHERE slug = ?1",
+                [new.slug.as_str()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sqlite)?;
         if let Some(state) = existing {
@@ -374,7 +455,10 @@ impl StateDb {
                 what: "bottles.state",
                 value: state.clone(),
             })?;
-            return Err(StateError::SlugInUse { slug: new.slug.clone(), state });
+            return Err(StateError::SlugInUse {
+                slug: new.slug.clone(),
+                state,
+            });
         }
         let t = now();
         tx.execute(
@@ -396,7 +480,12 @@ impl StateDb {
         tx.commit().map_err(sqlite)
     }
 
-    fn update(&self, slug: &Slug, sql: &str, value: &dyn rusqlite::ToSql) -> Result<(), StateError> {
+    fn update(
+        &self,
+        slug: &Slug,
+        sql: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<(), StateError> {
         let n = self
             .conn
             .execute(sql, params![value, now(), slug.as_str()])
@@ -410,39 +499,75 @@ impl StateDb {
     /// Records the step a launch is about to take.
     pub fn set_step(&self, slug: &Slug, step: Step) -> Result<(), StateError> {
         tracing::debug!(%slug, step = step.as_str(), "launch step");
-        self.update(slug, "UPDATE bottles SET step = ?1, updated_at = ?2 WHERE slug = ?3", &step.as_str())
+        self.update(
+            slug,
+            "UPDATE bottles SET step = ?1, updated_at = ?2 WHERE slug = ?3",
+            &step.as_str(),
+        )
     }
 
     pub fn set_state(&self, slug: &Slug, state: BottleState) -> Result<(), StateError> {
-        self.update(slug, "UPDATE bottles SET state = ?1, updated_at = ?2 WHERE slug = ?3", &state.as_str())
+        self.update(
+            slug,
+            "UPDATE bottles SET state = ?1, updated_at = ?2 WHERE slug = ?3",
+            &state.as_str(),
+        )
     }
 
     /// Records which process now acts on the bottle (`bottle down` taking over, say).
     pub fn set_launcher_pid(&self, slug: &Slug, pid: u32) -> Result<(), StateError> {
-        self.update(slug, "UPDATE bottles SET launcher_pid = ?1, updated_at = ?2 WHERE slug = ?3", &pid)
+        self.update(
+            slug,
+            "UPDATE bottles SET launcher_pid = ?1, updated_at = ?2 WHERE slug = ?3",
+            &pid,
+        )
     }
 
     pub fn set_machine(&self, slug: &Slug, machine: &Machine) -> Result<(), StateError> {
         let json = serde_json::to_string(machine).expect("a machine serialises");
-        self.update(slug, "UPDATE bottles SET machine = ?1, updated_at = ?2 WHERE slug = ?3", &json)
+        self.update(
+            slug,
+            "UPDATE bottles SET machine = ?1, updated_at = ?2 WHERE slug = ?3",
+            &json,
+        )
     }
 
     pub fn set_last_error(&self, slug: &Slug, error: &str) -> Result<(), StateError> {
-        self.update(slug, "UPDATE bottles SET last_error = ?1, updated_at = ?2 WHERE slug = ?3", &error)
+        self.update(
+            slug,
+            "UPDATE bottles SET last_error = ?1, updated_at = ?2 WHERE slug = ?3",
+            &error,
+        )
     }
 
     /// Replaces the bottle's recorded endpoints.
-    pub fn set_endpoints(&mut self, slug: &Slug, endpoints: &[ServiceEndpoint]) -> Result<(), StateError> {
+    pub fn set_endpoints(
+        &mut self,
+        slug: &Slug,
+        endpoints: &[ServiceEndpoint],
+    ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-        tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()]).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()])
+            .map_err(sqlite)?;
         for e in endpoints {
             tx.execute(
                 "INSERT INTO endpoints (slug, service, container_port, host_ip, host_port)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![slug.as_str(), e.service.as_str(), e.container_port, e.host_ip.to_string(), e.host_port],
+                params![
+                    slug.as_str(),
+                    e.service.as_str(),
+                    e.container_port,
+                    e.host_ip.to_string(),
+                    e.host_port
+                ],
             )
             .map_err(sqlite)?;
         }
@@ -452,12 +577,20 @@ impl StateDb {
     /// Forgets a bottle entirely: its row, its endpoints and its lease.
     pub fn remove_bottle(&mut self, slug: &Slug) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-        tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()]).map_err(sqlite)?;
-        tx.execute("DELETE FROM bottles WHERE slug = ?1", [slug.as_str()]).map_err(sqlite)?;
-        tx.execute("DELETE FROM leases WHERE slug = ?1", [slug.as_str()]).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()])
+            .map_err(sqlite)?;
+        tx.execute("DELETE FROM bottles WHERE slug = ?1", [slug.as_str()])
+            .map_err(sqlite)?;
+        tx.execute("DELETE FROM leases WHERE slug = ?1", [slug.as_str()])
+            .map_err(sqlite)?;
         tx.commit().map_err(sqlite)
     }
 
@@ -468,8 +601,11 @@ impl StateDb {
 
     /// Every bottle, by slug.
     pub fn bottles(&self) -> Result<Vec<BottleRecord>, StateError> {
-        let leases: BTreeMap<Slug, Ipv4Addr> =
-            self.leases()?.into_iter().map(|l| (l.slug, l.alias)).collect();
+        let leases: BTreeMap<Slug, Ipv4Addr> = self
+            .leases()?
+            .into_iter()
+            .map(|l| (l.slug, l.alias))
+            .collect();
         let mut endpoints = self.all_endpoints()?;
         let mut stmt = self
             .conn
@@ -479,40 +615,71 @@ impl StateDb {
                  FROM bottles ORDER BY slug",
             )
             .map_err(self.sqlite())?;
-        type Row = (String, String, String, String, String, String, Option<u32>, Option<String>,
-                    Option<String>, i64, i64);
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<u32>,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+        );
         let rows: Vec<Row> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
-                    r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
             })
             .and_then(|rows| rows.collect())
             .map_err(self.sqlite())?;
         rows.into_iter()
-            .map(|(slug, spec_path, vmm, runtime, state, step, pid, machine, last_error, c, u)| {
-                let slug: Slug = slug.parse().map_err(|_| self.corrupt("bottles.slug", &slug))?;
-                let machine = match machine {
-                    Some(m) => Some(
-                        serde_json::from_str(&m).map_err(|_| self.corrupt("bottles.machine", &m))?,
-                    ),
-                    None => None,
-                };
-                Ok(BottleRecord {
-                    alias: leases.get(&slug).copied(),
-                    endpoints: endpoints.remove(&slug).unwrap_or_default(),
-                    spec_path: PathBuf::from(spec_path),
-                    vmm,
-                    runtime,
-                    state: state.parse().map_err(|()| self.corrupt("bottles.state", &state))?,
-                    step: step.parse().map_err(|()| self.corrupt("bottles.step", &step))?,
-                    launcher_pid: pid,
-                    machine,
-                    last_error,
-                    created_at: c,
-                    updated_at: u,
-                    slug,
-                })
-            })
+            .map(
+                |(slug, spec_path, vmm, runtime, state, step, pid, machine, last_error, c, u)| {
+                    let slug: Slug = slug
+                        .parse()
+                        .map_err(|_| self.corrupt("bottles.slug", &slug))?;
+                    let machine = match machine {
+                        Some(m) => Some(
+                            serde_json::from_str(&m)
+                                .map_err(|_| self.corrupt("bottles.machine", &m))?,
+                        ),
+                        None => None,
+                    };
+                    Ok(BottleRecord {
+                        alias: leases.get(&slug).copied(),
+                        endpoints: endpoints.remove(&slug).unwrap_or_default(),
+                        spec_path: PathBuf::from(spec_path),
+                        vmm,
+                        runtime,
+                        state: state
+                            .parse()
+                            .map_err(|()| self.corrupt("bottles.state", &state))?,
+                        step: step
+                            .parse()
+                            .map_err(|()| self.corrupt("bottles.step", &step))?,
+                        launcher_pid: pid,
+                        machine,
+                        last_error,
+                        created_at: c,
+                        updated_at: u,
+                        slug,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -525,15 +692,22 @@ impl StateDb {
             )
             .map_err(self.sqlite())?;
         let rows: Vec<(String, String, u16, String, u16)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .and_then(|rows| rows.collect())
             .map_err(self.sqlite())?;
         let mut by_slug: BTreeMap<Slug, Vec<ServiceEndpoint>> = BTreeMap::new();
         for (slug, service, container_port, host_ip, host_port) in rows {
-            let slug: Slug = slug.parse().map_err(|_| self.corrupt("endpoints.slug", &slug))?;
-            let service: ServiceName =
-                service.parse().map_err(|_| self.corrupt("endpoints.service", &service))?;
-            let host_ip = host_ip.parse().map_err(|_| self.corrupt("endpoints.host_ip", &host_ip))?;
+            let slug: Slug = slug
+                .parse()
+                .map_err(|_| self.corrupt("endpoints.slug", &slug))?;
+            let service: ServiceName = service
+                .parse()
+                .map_err(|_| self.corrupt("endpoints.service", &service))?;
+            let host_ip = host_ip
+                .parse()
+                .map_err(|_| self.corrupt("endpoints.host_ip", &host_ip))?;
             by_slug.entry(slug).or_default().push(ServiceEndpoint {
                 service,
                 container_port,

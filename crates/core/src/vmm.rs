@@ -220,7 +220,10 @@ mod tests {
     fn policy_json_is_tagged() {
         let p = EgressPolicy::alias_only(Ipv4Addr::new(127, 0, 0, 17));
         let json = serde_json::to_string(&p).unwrap();
-        assert_eq!(json, r#"{"egress":"allow_only","allowed":["127.0.0.17/32"]}"#);
+        assert_eq!(
+            json,
+            r#"{"egress":"allow_only","allowed":["127.0.0.17/32"]}"#
+        );
         assert_eq!(serde_json::from_str::<EgressPolicy>(&json).unwrap(), p);
     }
 }

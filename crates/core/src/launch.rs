@@ -1,0 +1,567 @@
+//! The launch sequence and its undo: `bottle up`, `bottle down`, rollback and crash recovery.
+//!
+//! Each step is recorded in the state database before it acts, so that whoever finds the
+//! bottle next (this process rolling back, `bottle down`, or `bottle gc` after a crash) knows
+//! which undos may be needed. Undos are idempotent: removing a machine or a bundle that never
+//! came to exist is not an error.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::addr::AliasPool;
+use crate::backend::{BackendError, ErrorKind};
+use crate::name::Slug;
+use crate::net::NetScoper;
+use crate::runtime::{BundleLaunchSpec, BundleRuntime, ServiceEndpoint, ServiceLaunch};
+use crate::spec::{BottleSpec, Mount};
+use crate::state::{BottleRecord, BottleState, NewBottle, StateDb, StateError, Step};
+use crate::vmm::{AgentSpec, EgressPolicy, Machine, ScopeSupport, VmmBackend};
+
+/// Where the agent finds its endpoints file, and the directory it is shared in.
+pub const AGENT_BOTTLE_DIR: &str = "/run/bottle";
+/// The endpoints file's name, on the host (in the bottle's directory) and in the agent.
+pub const ENDPOINTS_FILE_NAME: &str = "endpoints.json";
+
+/// The three plugins one bottle is launched with.
+#[derive(Clone, Copy)]
+pub struct Backends<'a> {
+    pub net: &'a dyn NetScoper,
+    pub vmm: &'a dyn VmmBackend,
+    pub runtime: &'a dyn BundleRuntime,
+}
+
+/// Everything `launch` needs besides the plugins and the database.
+pub struct LaunchRequest<'a> {
+    pub spec: &'a BottleSpec,
+    /// The plugin names recorded on the bottle, so that `down` loads the same ones.
+    pub vmm: &'a str,
+    pub runtime: &'a str,
+    pub pool: AliasPool,
+    /// A host directory of the bottle's own, shared read-only with the agent.
+    pub bottle_dir: PathBuf,
+    pub launcher_pid: u32,
+    /// Replaces the spec's agent command (`bottle run` passes an empty one and runs its
+    /// command with `exec` once the machine is up).
+    pub agent_command: Option<Vec<String>>,
+    /// How long each published port may take to accept a connection.
+    pub ready_timeout: Duration,
+    /// Set by a Ctrl-C handler: the launch stops at the next step and rolls back.
+    pub cancel: &'a AtomicBool,
+}
+
+/// Told about each step as it starts, for progress lines.
+pub trait Observer {
+    fn step(&self, slug: &Slug, step: Step);
+    fn undo(&self, slug: &Slug, what: &str);
+}
+
+/// An observer that says nothing.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn step(&self, _: &Slug, _: Step) {}
+    fn undo(&self, _: &Slug, _: &str) {}
+}
+
+/// A running bottle, as `bottle up` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Launched {
+    pub slug: Slug,
+    pub alias: Ipv4Addr,
+    pub endpoints: Vec<ServiceEndpoint>,
+    pub machine: Machine,
+    pub vmm_version: Option<String>,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailure {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{vmm} {version} cannot hold the agent to its alias: {reason}; {remedy}")]
+    ScopeRefused {
+        vmm: String,
+        version: String,
+        reason: String,
+        remedy: String,
+    },
+    #[error("the VMM would enforce {effective}, not {requested}: the agent was not started")]
+    PolicyMismatch {
+        requested: EgressPolicy,
+        effective: EgressPolicy,
+    },
+    #[error(
+        "service {service} port {port} was published on {published}, not on the alias {alias}"
+    )]
+    WrongAddress {
+        service: String,
+        port: u16,
+        published: Ipv4Addr,
+        alias: Ipv4Addr,
+    },
+    #[error("the runtime reported no endpoint for service {service} port {port}")]
+    MissingEndpoint { service: String, port: u16 },
+    #[error("service {service} did not accept connections on {address} within {waited:?}")]
+    NotAnswering {
+        service: String,
+        address: String,
+        waited: Duration,
+    },
+    #[error("cannot write {}", path.display())]
+    WriteEndpoints {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A launch that failed, after its rollback.
+#[derive(Debug, thiserror::Error)]
+#[error("bottle `{slug}`: {} failed{}", step.describe(), undo_summary(undo_failures))]
+pub struct LaunchError {
+    pub slug: Slug,
+    pub step: Step,
+    #[source]
+    pub failure: Box<StepFailure>,
+    /// Undos that failed during the rollback; empty when nothing was left behind.
+    pub undo_failures: Vec<String>,
+}
+
+/// A teardown that could not finish; the bottle stays recorded for `bottle gc`.
+#[derive(Debug, thiserror::Error)]
+#[error("bottle `{slug}` was not fully removed{}", undo_summary(failures))]
+pub struct TeardownError {
+    pub slug: Slug,
+    pub failures: Vec<String>,
+}
+
+fn undo_summary(failures: &[String]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " and its cleanup is incomplete ({}); `bottle gc` retries it",
+            failures.join("; ")
+        )
+    }
+}
+
+impl Step {
+    /// What the step does, for messages: "starting the bundle".
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Step::Validated => "recording the bottle",
+            Step::ProbingVmm => "probing the VMM",
+            Step::EnsuringPool => "preparing the alias pool",
+            Step::LeasingAlias => "leasing an alias",
+            Step::StartingBundle => "starting the bundle",
+            Step::CreatingMachine => "creating the machine",
+            Step::VerifyingPolicy => "verifying the egress policy",
+            Step::StartingMachine => "starting the machine",
+            Step::Running => "marking the bottle running",
+        }
+    }
+}
+
+/// Brings a bottle up: steps 1 to 9, each recorded before it acts; on any failure (or
+/// `cancel`), the completed steps are undone in reverse before the error is returned.
+pub fn launch(
+    db: &mut StateDb,
+    backends: Backends<'_>,
+    request: &LaunchRequest<'_>,
+    observer: &dyn Observer,
+) -> Result<Launched, LaunchError> {
+    let slug = &request.spec.slug;
+    let new = NewBottle {
+        slug,
+        spec_path: &request.spec.path,
+        vmm: request.vmm,
+        runtime: request.runtime,
+        launcher_pid: request.launcher_pid,
+    };
+    db.insert_bottle(&new).map_err(|e| LaunchError {
+        slug: slug.clone(),
+        step: Step::Validated,
+        failure: Box::new(e.into()),
+        undo_failures: Vec::new(),
+    })?;
+
+    let mut launch = Launch {
+        db,
+        backends,
+        request,
+        observer,
+        step: Step::Validated,
+    };
+    match launch.run() {
+        Ok(launched) => Ok(launched),
+        Err(failure) => {
+            let step = launch.step;
+            tracing::warn!(%slug, step = step.as_str(), error = %failure, "launch failed; rolling back");
+            let _ = launch.db.set_last_error(slug, &failure.to_string());
+            let undo_failures = match teardown(launch.db, backends, slug, observer) {
+                Ok(()) => Vec::new(),
+                Err(e) => e.failures,
+            };
+            Err(LaunchError {
+                slug: slug.clone(),
+                step,
+                failure,
+                undo_failures,
+            })
+        }
+    }
+}
+
+struct Launch<'a, 'r> {
+    db: &'a mut StateDb,
+    backends: Backends<'a>,
+    request: &'a LaunchRequest<'r>,
+    observer: &'a dyn Observer,
+    step: Step,
+}
+
+impl Launch<'_, '_> {
+    /// Records `step` as the one being taken, after checking for Ctrl-C.
+    fn enter(&mut self, step: Step) -> Result<(), StepFailure> {
+        if self.request.cancel.load(Ordering::SeqCst) {
+            return Err(StepFailure::Interrupted);
+        }
+        self.step = step;
+        self.db.set_step(&self.request.spec.slug, step)?;
+        self.observer.step(&self.request.spec.slug, step);
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<Launched, StepFailure> {
+        let spec = self.request.spec;
+        let slug = &spec.slug;
+        let Backends { net, vmm, runtime } = self.backends;
+
+        self.enter(Step::ProbingVmm)?;
+        let probe = vmm.probe()?;
+        let version = probe
+            .version
+            .clone()
+            .unwrap_or_else(|| "(unknown version)".into());
+        if let ScopeSupport::Unenforceable { reason, remedy } = probe.scope {
+            return Err(StepFailure::ScopeRefused {
+                vmm: vmm.name(),
+                version,
+                reason,
+                remedy,
+            });
+        }
+
+        self.enter(Step::EnsuringPool)?;
+        net.ensure_pool(&self.request.pool)?;
+
+        self.enter(Step::LeasingAlias)?;
+        let busy = busy_aliases(net, runtime, &self.request.pool, slug)?;
+        let alias = self.db.lease_alias(slug, &self.request.pool, &busy)?.alias;
+
+        self.enter(Step::StartingBundle)?;
+        let endpoints = runtime.start_bundle(&bundle_spec(spec, alias))?;
+        check_endpoints(spec, alias, &endpoints)?;
+        wait_until_answering(&endpoints, self.request.ready_timeout)?;
+        self.db.set_endpoints(slug, &endpoints)?;
+
+        self.enter(Step::CreatingMachine)?;
+        let requested = EgressPolicy::alias_only(alias);
+        let agent = self.agent_spec(alias, &endpoints)?;
+        let machine = vmm.create(&agent, &requested)?;
+        self.db.set_machine(slug, &machine)?;
+
+        self.enter(Step::VerifyingPolicy)?;
+        let effective = vmm.effective_policy(&machine)?;
+        if !effective.is_within(&requested) {
+            return Err(StepFailure::PolicyMismatch {
+                requested,
+                effective,
+            });
+        }
+
+        self.enter(Step::StartingMachine)?;
+        vmm.start(&machine)?;
+
+        self.enter(Step::Running)?;
+        self.db.set_state(slug, BottleState::Running)?;
+        Ok(Launched {
+            slug: slug.clone(),
+            alias,
+            endpoints,
+            machine,
+            vmm_version: probe.version,
+        })
+    }
+
+    /// The agent's machine description, with the bottle's variables in its environment and
+    /// the endpoints file shared read-only.
+    fn agent_spec(
+        &self,
+        alias: Ipv4Addr,
+        endpoints: &[ServiceEndpoint],
+    ) -> Result<AgentSpec, StepFailure> {
+        let spec = self.request.spec;
+        let dir = &self.request.bottle_dir;
+        write_endpoints_file(dir, &spec.slug, alias, endpoints)?;
+        let mut env = spec.agent.env.clone();
+        env.extend(agent_env(&spec.slug, alias, endpoints));
+        let mut mounts = spec.agent.mounts.clone();
+        mounts.push(Mount {
+            host: dir.clone(),
+            guest: AGENT_BOTTLE_DIR.into(),
+            read_only: true,
+        });
+        Ok(AgentSpec {
+            slug: spec.slug.clone(),
+            machine_name: spec.slug.resource_name(),
+            from: spec.agent.from.clone(),
+            image: spec.agent.image.clone(),
+            command: self
+                .request
+                .agent_command
+                .clone()
+                .unwrap_or_else(|| spec.agent.command.clone()),
+            env,
+            mounts,
+            cpus: spec.agent.cpus,
+            memory_mib: spec.agent.memory_mib,
+            alias,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+}
+
+/// Aliases of `pool` that something other than bottle's leases uses: foreign listeners, and
+/// containers of other bottles that publish on them.
+fn busy_aliases(
+    net: &dyn NetScoper,
+    runtime: &dyn BundleRuntime,
+    pool: &AliasPool,
+    slug: &Slug,
+) -> Result<BTreeMap<Ipv4Addr, String>, BackendError> {
+    let mut busy = BTreeMap::new();
+    for alias in net.listeners_on(pool)? {
+        busy.insert(alias, "a listener outside bottle".to_owned());
+    }
+    for resource in runtime.list_owned()? {
+        if &resource.slug == slug {
+            continue;
+        }
+        for alias in resource.published_on.iter().filter(|a| pool.contains(**a)) {
+            busy.insert(
+                *alias,
+                format!(
+                    "{} {} of bottle {}",
+                    resource.kind, resource.name, resource.slug
+                ),
+            );
+        }
+    }
+    Ok(busy)
+}
+
+fn bundle_spec(spec: &BottleSpec, alias: Ipv4Addr) -> BundleLaunchSpec {
+    BundleLaunchSpec {
+        slug: spec.slug.clone(),
+        publish_host_ip: alias,
+        spec_dir: spec.dir().to_path_buf(),
+        services: spec
+            .services
+            .iter()
+            .map(|(name, s)| ServiceLaunch {
+                name: name.clone(),
+                image: s.image.clone(),
+                command: s.command.clone(),
+                ports: s.ports.clone(),
+                env: s.env.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Every port of every service has an endpoint, and every endpoint is on the alias.
+fn check_endpoints(
+    spec: &BottleSpec,
+    alias: Ipv4Addr,
+    endpoints: &[ServiceEndpoint],
+) -> Result<(), StepFailure> {
+    for e in endpoints {
+        if e.host_ip != alias {
+            return Err(StepFailure::WrongAddress {
+                service: e.service.to_string(),
+                port: e.container_port,
+                published: e.host_ip,
+                alias,
+            });
+        }
+    }
+    for (name, service) in &spec.services {
+        for port in &service.ports {
+            if !endpoints
+                .iter()
+                .any(|e| &e.service == name && e.container_port == *port)
+            {
+                return Err(StepFailure::MissingEndpoint {
+                    service: name.to_string(),
+                    port: *port,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every endpoint accepts a TCP connection, or `timeout` runs out.
+fn wait_until_answering(
+    endpoints: &[ServiceEndpoint],
+    timeout: Duration,
+) -> Result<(), StepFailure> {
+    let started = Instant::now();
+    for e in endpoints {
+        let address = SocketAddr::from((e.host_ip, e.host_port));
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            match TcpStream::connect_timeout(&address, left.max(Duration::from_millis(10))) {
+                Ok(_) => break,
+                Err(_) if left > Duration::ZERO => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => {
+                    return Err(StepFailure::NotAnswering {
+                        service: e.service.to_string(),
+                        address: e.address(),
+                        waited: started.elapsed(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The variables the agent learns its bundle from: `BOTTLE_ALIAS`, `BOTTLE_SLUG`,
+/// `BOTTLE_ENDPOINTS` (the JSON file), and per service `BOTTLE_SERVICE_<NAME>` (its first
+/// port) and `BOTTLE_SERVICE_<NAME>_<PORT>` (each port), all `ALIAS:HOSTPORT`.
+pub fn agent_env(
+    slug: &Slug,
+    alias: Ipv4Addr,
+    endpoints: &[ServiceEndpoint],
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("BOTTLE_ALIAS".to_owned(), alias.to_string());
+    env.insert("BOTTLE_SLUG".to_owned(), slug.to_string());
+    env.insert(
+        "BOTTLE_ENDPOINTS".to_owned(),
+        format!("{AGENT_BOTTLE_DIR}/{ENDPOINTS_FILE_NAME}"),
+    );
+    for e in endpoints {
+        let name = e.service.env_suffix();
+        env.entry(format!("BOTTLE_SERVICE_{name}"))
+            .or_insert_with(|| e.address());
+        env.insert(
+            format!("BOTTLE_SERVICE_{name}_{}", e.container_port),
+            e.address(),
+        );
+    }
+    env
+}
+
+fn write_endpoints_file(
+    dir: &Path,
+    slug: &Slug,
+    alias: Ipv4Addr,
+    endpoints: &[ServiceEndpoint],
+) -> Result<(), StepFailure> {
+    let path = dir.join(ENDPOINTS_FILE_NAME);
+    let json = serde_json::json!({ "slug": slug, "alias": alias, "endpoints": endpoints });
+    let text = serde_json::to_string_pretty(&json).expect("endpoints serialise");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, text + "\n"))
+        .map_err(|source| StepFailure::WriteEndpoints { path, source })
+}
+
+/// Takes a bottle apart in the order that keeps invariant 4: the machine (stopped, then
+/// removed), then the bundle, and only when both are gone, the lease and the record.
+///
+/// Used by `bottle down`, by a failed launch's rollback and by `bottle gc`. Which undos run
+/// depends on the step the bottle reached; each is idempotent. When one fails, the bottle
+/// stays recorded (state `stopping`, with the error) so that `bottle gc` can retry.
+pub fn teardown(
+    db: &mut StateDb,
+    backends: Backends<'_>,
+    slug: &Slug,
+    observer: &dyn Observer,
+) -> Result<(), TeardownError> {
+    let fail = |failures: Vec<String>| TeardownError {
+        slug: slug.clone(),
+        failures,
+    };
+    let record = match db.bottle(slug) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(fail(vec![e.to_string()])),
+    };
+    let _ = db.set_state(slug, BottleState::Stopping);
+    let mut failures = Vec::new();
+
+    if record.step >= Step::CreatingMachine {
+        let machine = machine_of(&record);
+        observer.undo(slug, &format!("removing machine {}", machine.name));
+        for (what, result) in [
+            ("stop the machine", backends.vmm.stop(&machine)),
+            ("remove the machine", backends.vmm.remove(&machine)),
+        ] {
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => failures.push(format!("cannot {what} {}: {}", machine.name, chain(&e))),
+            }
+        }
+    }
+    if record.step >= Step::StartingBundle {
+        observer.undo(slug, "removing the bundle");
+        if let Err(e) = backends.runtime.stop_bundle(slug) {
+            failures.push(format!("cannot remove the bundle: {}", chain(&e)));
+        }
+    }
+    if !failures.is_empty() {
+        let _ = db.set_last_error(slug, &failures.join("; "));
+        return Err(fail(failures));
+    }
+    observer.undo(slug, "releasing the lease");
+    db.remove_bottle(slug)
+        .map_err(|e| fail(vec![e.to_string()]))
+}
+
+/// The machine a record names, or the one its launch was creating when it stopped.
+pub fn machine_of(record: &BottleRecord) -> Machine {
+    record.machine.clone().unwrap_or_else(|| Machine {
+        name: record.slug.resource_name(),
+    })
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Whether a bottle was left half-done: not running, and the process that was working on it
+/// is gone (`is_alive` answers for a process id).
+pub fn is_half_done(record: &BottleRecord, is_alive: impl Fn(u32) -> bool) -> bool {
+    record.state != BottleState::Running && !record.launcher_pid.is_some_and(is_alive)
+}

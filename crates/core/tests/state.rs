@@ -1,0 +1,205 @@
+//! The state database: leases, bottles, endpoints and migrations, on a real SQLite file.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use bottle_core::state::{BottleState, NewBottle, StateError, Step, STATE_FILE_NAME};
+use bottle_core::{AliasPool, Machine, ServiceEndpoint, Slug, StateDb};
+
+fn slug(s: &str) -> Slug {
+    s.parse().unwrap()
+}
+
+fn alias(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+fn none_busy() -> BTreeMap<Ipv4Addr, String> {
+    BTreeMap::new()
+}
+
+#[test]
+fn leasing_is_idempotent_per_slug() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let pool = AliasPool::default();
+    let first = db.lease_alias(&slug("a"), &pool, &none_busy()).unwrap();
+    let again = db.lease_alias(&slug("a"), &pool, &none_busy()).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.alias, alias(16));
+    let other = db.lease_alias(&slug("b"), &pool, &none_busy()).unwrap();
+    assert_eq!(other.alias, alias(17));
+    assert_eq!(db.leases().unwrap().len(), 2);
+}
+
+#[test]
+fn leases_survive_reopening_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = AliasPool::default();
+    let lease = {
+        let mut db = StateDb::open_in(dir.path()).unwrap();
+        db.lease_alias(&slug("keeper"), &pool, &none_busy())
+            .unwrap()
+    };
+    assert!(dir.path().join(STATE_FILE_NAME).exists());
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    assert_eq!(db.lease_of(&slug("keeper")).unwrap(), Some(lease.clone()));
+    assert_eq!(
+        db.lease_alias(&slug("keeper"), &pool, &none_busy())
+            .unwrap(),
+        lease
+    );
+    let next = db
+        .lease_alias(&slug("newcomer"), &pool, &none_busy())
+        .unwrap();
+    assert_ne!(next.alias, lease.alias);
+}
+
+#[test]
+fn busy_aliases_are_skipped_and_named_when_the_pool_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let pool: AliasPool = "127.0.0.16/30".parse().unwrap();
+    let busy: BTreeMap<_, _> = [
+        (alias(16), "a foreign listener on port 5432".to_owned()),
+        (alias(18), "container bottle-x-web".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        db.lease_alias(&slug("a"), &pool, &busy).unwrap().alias,
+        alias(17)
+    );
+    assert_eq!(
+        db.lease_alias(&slug("b"), &pool, &busy).unwrap().alias,
+        alias(19)
+    );
+    let err = db.lease_alias(&slug("c"), &pool, &busy).unwrap_err();
+    assert!(matches!(err, StateError::PoolExhausted { .. }));
+    assert_eq!(
+        err.to_string(),
+        "every alias of pool 127.0.0.16/30 is taken: 127.0.0.16 in use by a foreign listener on \
+         port 5432, 127.0.0.17 leased by a, 127.0.0.18 in use by container bottle-x-web, \
+         127.0.0.19 leased by b"
+    );
+}
+
+#[test]
+fn a_released_alias_is_leased_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let pool: AliasPool = "127.0.0.16/32".parse().unwrap();
+    db.lease_alias(&slug("a"), &pool, &none_busy()).unwrap();
+    assert!(db.lease_alias(&slug("b"), &pool, &none_busy()).is_err());
+    assert!(db.release_lease(&slug("a")).unwrap());
+    assert!(!db.release_lease(&slug("a")).unwrap());
+    assert_eq!(
+        db.lease_alias(&slug("b"), &pool, &none_busy())
+            .unwrap()
+            .alias,
+        alias(16)
+    );
+}
+
+fn new_bottle<'a>(slug: &'a Slug, spec: &'a Path) -> NewBottle<'a> {
+    NewBottle {
+        slug,
+        spec_path: spec,
+        vmm: "smolvm",
+        runtime: "process",
+        launcher_pid: 42,
+    }
+}
+
+#[test]
+fn a_slug_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let s = slug("twin");
+    db.insert_bottle(&new_bottle(&s, Path::new("/specs/twin.toml")))
+        .unwrap();
+    let err = db
+        .insert_bottle(&new_bottle(&s, Path::new("/specs/twin.toml")))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a bottle named `twin` already exists (launching); remove it with `bottle down twin`"
+    );
+}
+
+#[test]
+fn a_bottle_record_carries_step_machine_lease_and_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let s = slug("full");
+    db.insert_bottle(&new_bottle(&s, Path::new("/specs/full.toml")))
+        .unwrap();
+    let lease = db
+        .lease_alias(&s, &AliasPool::default(), &none_busy())
+        .unwrap();
+    db.set_step(&s, Step::CreatingMachine).unwrap();
+    db.set_machine(
+        &s,
+        &Machine {
+            name: "bottle-full".into(),
+        },
+    )
+    .unwrap();
+    let endpoint = ServiceEndpoint {
+        service: "tools".parse().unwrap(),
+        container_port: 8080,
+        host_ip: lease.alias,
+        host_port: 49154,
+    };
+    db.set_endpoints(&s, std::slice::from_ref(&endpoint))
+        .unwrap();
+    db.set_state(&s, BottleState::Running).unwrap();
+    drop(db);
+
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let record = db.bottle(&s).unwrap().unwrap();
+    assert_eq!(record.state, BottleState::Running);
+    assert_eq!(record.step, Step::CreatingMachine);
+    assert_eq!(record.alias, Some(lease.alias));
+    assert_eq!(
+        record.machine,
+        Some(Machine {
+            name: "bottle-full".into()
+        })
+    );
+    assert_eq!(record.endpoints, vec![endpoint]);
+    assert_eq!(record.launcher_pid, Some(42));
+    assert_eq!(record.vmm, "smolvm");
+
+    db.remove_bottle(&s).unwrap();
+    assert_eq!(db.bottle(&s).unwrap(), None);
+    assert_eq!(db.lease_of(&s).unwrap(), None);
+}
+
+#[test]
+fn updating_an_unknown_bottle_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open_in(dir.path()).unwrap();
+    let err = db.set_step(&slug("ghost"), Step::Running).unwrap_err();
+    assert_eq!(err.to_string(), "no bottle named `ghost`");
+}
+
+#[test]
+fn a_database_from_a_newer_bottle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open_in(dir.path()).unwrap();
+    let current = db.schema_version().unwrap();
+    assert!(current >= 1);
+    drop(db);
+    let conn = rusqlite::Connection::open(dir.path().join(STATE_FILE_NAME)).unwrap();
+    conn.pragma_update(None, "user_version", current + 1)
+        .unwrap();
+    drop(conn);
+    let err = StateDb::open_in(dir.path())
+        .err()
+        .expect("a newer schema is refused");
+    assert!(
+        err.to_string().contains("newer than this bottle knows"),
+        "{err}"
+    );
+}
