@@ -215,7 +215,7 @@ pub fn launch(
             Err(LaunchError {
                 slug: slug.clone(),
                 step,
-                failure,
+                failure: Box::new(failure),
                 undo_failures,
             })
         }
