@@ -1,1 +1,289 @@
-//! Helpers shared by the end-to-end tests: built artifacts, scratch homes, running `bottle`.
+//! Helpers shared by the end-to-end tests: the built `bottle` binary, its plugins and the
+//! fake smolvm, scratch homes with a pool of their own, and running `bottle` in them.
+//!
+//! Every test gets its own `BOTTLE_HOME`, `HOME` (where the fake smolvm keeps its database)
+//! and alias pool, so tests run in parallel without seeing each other.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bottle_core::state::BottleRecord;
+use bottle_core::StateDb;
+
+/// Where the workspace's build put what the tests run.
+pub struct Artifacts {
+    /// The `bottle` binary; its plugins sit next to it.
+    pub bottle: PathBuf,
+    /// The fake `smolvm` (a test double of smolvm's CLI).
+    pub fake_smolvm: PathBuf,
+}
+
+/// Builds the binary, every plugin and the fake smolvm once per test process, into the
+/// target directory this test runs from, and returns their paths.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        // target/<profile>/deps/<test>: the target directory is three levels up.
+        let target = exe.ancestors().nth(3).expect("the test runs inside a target directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--lib"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the workspace failed");
+        let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        Artifacts { bottle: bin.join("bottle"), fake_smolvm: bin.join("smolvm") }
+    })
+}
+
+/// A scratch home: bottle's state, the fake smolvm's data and a config naming a pool.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub pool: String,
+    /// Extra environment for every `bottle` run from this home.
+    pub env: Vec<(String, String)>,
+}
+
+impl Home {
+    /// A home whose pool is `pool` (give each test its own), with the fake smolvm at
+    /// `smolvm_version` as the VMM and `runtime` as the bundle runtime by default.
+    pub fn new(pool: &str, smolvm_version: &str, runtime: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let home = Home {
+            dir,
+            pool: pool.to_owned(),
+            env: vec![("FAKE_SMOLVM_VERSION".into(), smolvm_version.into())],
+        };
+        home.write_config(&artifacts().fake_smolvm, runtime);
+        home
+    }
+
+    /// Rewrites `config.toml` with `smolvm` as the smolvm executable.
+    pub fn write_config(&self, smolvm: &Path, runtime: &str) {
+        std::fs::create_dir_all(self.bottle_home()).unwrap();
+        let config = format!(
+            "pool = \"{}\"\nvmm = \"smolvm\"\nruntime = \"{runtime}\"\n\n\
+             [plugins.vmm-smolvm]\nsmolvm = \"{}\"\n",
+            self.pool,
+            smolvm.display()
+        );
+        std::fs::write(self.bottle_home().join("config.toml"), config).unwrap();
+    }
+
+    pub fn bottle_home(&self) -> PathBuf {
+        self.dir.path().join("bottle")
+    }
+
+    pub fn user_home(&self) -> PathBuf {
+        self.dir.path().join("user")
+    }
+
+    /// The fake smolvm's data directory.
+    pub fn smolvm_data(&self) -> PathBuf {
+        self.user_home().join(".local/share/smolvm")
+    }
+
+    /// A `bottle` command in this home.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&artifacts().bottle);
+        cmd.args(args)
+            .env("BOTTLE_HOME", self.bottle_home())
+            .env("HOME", self.user_home())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("BOTTLE_PLUGIN_PATH")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `bottle ARGS` to the end.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("bottle runs");
+        Run { args: args.join(" "), output }
+    }
+
+    /// Writes a spec file into the home and returns its path.
+    pub fn spec(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn state(&self) -> StateDb {
+        StateDb::open_in(&self.bottle_home()).expect("the state database opens")
+    }
+
+    pub fn bottles(&self) -> Vec<BottleRecord> {
+        self.state().bottles().expect("bottles are listed")
+    }
+
+    /// Machines in the fake smolvm's database.
+    pub fn machines(&self) -> Vec<String> {
+        let db = self.smolvm_data().join("server/smolvm.db");
+        if !db.exists() {
+            return Vec::new();
+        }
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = conn.prepare("SELECT name FROM vms ORDER BY name").unwrap();
+        let names = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        names.map(Result::unwrap).collect()
+    }
+
+    /// The allow-list the fake smolvm's `start` read for `machine`.
+    pub fn enforced(&self, machine: &str) -> Option<serde_json::Value> {
+        let path = self.smolvm_data().join("fake").join(format!("{machine}.enforced.json"));
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(serde_json::from_str(&text).expect("the fake writes JSON"))
+    }
+
+    /// Waits until `slug`'s launch has recorded `step` (or later), for crash tests.
+    pub fn wait_for_step(&self, slug: &str, step: bottle_core::state::Step, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let reached = self
+                .state()
+                .bottles()
+                .unwrap_or_default()
+                .iter()
+                .any(|b| b.slug.as_str() == slug && b.step >= step);
+            if reached {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{slug} never reached {step}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that the home holds nothing: no bottle, no lease, no machine, no process of
+    /// the process runtime.
+    pub fn assert_empty(&self) {
+        assert_eq!(self.bottles(), vec![], "bottles left");
+        assert_eq!(self.state().leases().unwrap(), vec![], "leases left");
+        assert_eq!(self.machines(), Vec::<String>::new(), "machines left");
+        let alive = self.service_processes();
+        assert!(alive.is_empty(), "service processes left: {alive:?}");
+    }
+
+    /// Live processes whose environment names this home's pool aliases: the services the
+    /// process runtime started for bottles of this home.
+    pub fn service_processes(&self) -> Vec<u32> {
+        let pool: bottle_core::AliasPool = self.pool.parse().unwrap();
+        let aliases: Vec<String> =
+            pool.aliases().map(|a| format!("BOTTLE_ALIAS={a}")).collect();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            let is_zombie = std::fs::read_to_string(entry.path().join("stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(true);
+            if is_zombie {
+                continue;
+            }
+            let environ = String::from_utf8_lossy(&environ);
+            if environ.split('\0').any(|var| aliases.iter().any(|a| a == var)) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+}
+
+/// A finished `bottle` run.
+pub struct Run {
+    pub args: String,
+    pub output: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> String {
+        assert!(
+            self.output.status.success(),
+            "`bottle {}` failed ({:?}):\n{}",
+            self.args,
+            self.code(),
+            self.stderr()
+        );
+        self.stdout()
+    }
+
+    /// Asserts failure with `code` and returns stderr.
+    pub fn fails_with(&self, code: i32) -> String {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "`bottle {}`:\nstdout: {}\nstderr: {}",
+            self.args,
+            self.stdout(),
+            self.stderr()
+        );
+        self.stderr()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok()).expect("--json prints JSON")
+    }
+}
+
+/// A TCP connection to `alias:port` succeeds.
+pub fn answers(alias: Ipv4Addr, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&(alias, port).into(), Duration::from_secs(1)).is_ok()
+}
+
+/// The path of a file under `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).display().to_string()
+}
+
+/// A spec whose one service `hello` (port 8080) answers each connection on its endpoint with
+/// `hello from SLUG`, after `delay` seconds of not listening.
+pub fn process_spec(slug: &str, delay: u32) -> String {
+    let server = fixture("hello_server.py");
+    format!(
+        r#"name = "{slug}"
+
+[agent]
+command = ["sh", "-c", "echo agent of {slug}"]
+
+[services.hello]
+command = ["python3", "{server}", "{slug}", "{delay}"]
+ports = [8080]
+"#
+    )
+}
+
+/// Reads what `alias:port` says on connecting.
+pub fn greeting(alias: Ipv4Addr, port: u16) -> String {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&(alias, port).into(), Duration::from_secs(2))
+            .expect("the service answers");
+    let mut text = String::new();
+    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stream.read_to_string(&mut text).expect("the service says something");
+    text
+}

@@ -91,6 +91,7 @@ pub trait BundleRuntime: Send + Sync {
     /// gone, or was never started, is not an error.
     fn stop_bundle(&self, slug: &Slug) -> Result<(), BackendError>;
 
-    /// Everything this runtime runs that carries bottle's labels, whatever bottle owns it.
+    /// Everything this runtime runs that carries bottle's labels, whatever bottle and
+    /// whatever bottle home owns it: another home's container on an alias is still busy.
     fn list_owned(&self) -> Result<Vec<OwnedResource>, BackendError>;
 }

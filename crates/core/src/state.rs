@@ -56,6 +56,8 @@ const MIGRATIONS: &[&str] = &[
         host_port INTEGER NOT NULL,
         PRIMARY KEY (slug, service, container_port)
     );",
+    // 2: this home's instance id, which labels what its bottles run.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +216,18 @@ pub struct StateDb {
     path: PathBuf,
 }
 
+/// Sixteen hex digits from the OS's random source (or, failing that, the clock and pid).
+fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes = ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,6 +313,31 @@ impl StateDb {
             tracing::info!(path = %path.display(), version = i + 1, "migrated state database");
         }
         tx.commit().map_err(sqlite)
+    }
+
+    /// This home's instance id: random, made on first use, and kept. Runtimes label what
+    /// they run with it, so that `bottle gc` in one home never removes another home's
+    /// resources.
+    pub fn instance_id(&mut self) -> Result<String, StateError> {
+        let path = self.path.clone();
+        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let found: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+            .optional()
+            .map_err(sqlite)?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = random_id();
+                tx.execute("INSERT INTO meta (key, value) VALUES ('instance', ?1)", [&id])
+                    .map_err(sqlite)?;
+                id
+            }
+        };
+        tx.commit().map_err(sqlite)?;
+        Ok(id)
     }
 
     /// The schema version of the open database.

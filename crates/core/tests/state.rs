@@ -203,3 +203,15 @@ fn a_database_from_a_newer_bottle_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_instance_id_is_made_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = StateDb::open_in(dir.path()).unwrap().instance_id().unwrap();
+    assert_eq!(first.len(), 16);
+    assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+    let again = StateDb::open_in(dir.path()).unwrap().instance_id().unwrap();
+    assert_eq!(first, again);
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(StateDb::open_in(other.path()).unwrap().instance_id().unwrap(), first);
+}

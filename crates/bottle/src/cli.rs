@@ -1,0 +1,144 @@
+//! The command line: every command, flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    an unexpected failure (see the message)
+  2    bad command-line usage
+  3    a spec or config file is invalid
+  4    no room: the alias pool is exhausted, or the bottle name is taken
+  5    refused for safety: the VMM cannot hold the agent to its alias
+  6    a plugin, VMM or container engine failed
+  7    no such bottle
+  125  `bottle run` failed before or around the agent (otherwise it exits with the agent's status)
+
+Environment:
+  BOTTLE_HOME          where state lives (default: $XDG_STATE_HOME/bottle or ~/.local/state/bottle;
+                       ~/Library/Application Support/bottle on macOS)
+  BOTTLE_PLUGIN_PATH   extra plugin directories, separated by ':'
+  RUST_LOG             log filter, e.g. RUST_LOG=bottle=debug (overrides -v)";
+
+/// Run untrusted AI agents next to the services they may use, and nothing else.
+///
+/// A bottle is one agent in its own VM or sandbox plus the bundle of services it may use.
+/// Each bottle gets a loopback alias of its own (127.0.0.16/28 by default); its services are
+/// published on that alias only, and the agent's egress is limited to it.
+#[derive(Debug, Parser)]
+#[command(name = "bottle", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output: -v for info, -vv for debug, -vvv for trace
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Also look for plugins in DIR (searched first; may be repeated)
+    #[arg(long, value_name = "DIR", global = true)]
+    pub plugin_dir: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Launch a bottle from a spec and leave it running
+    Up(UpArgs),
+    /// Launch a bottle, attach to its agent, and remove the bottle when the agent exits
+    Run(RunArgs),
+    /// Stop a bottle's agent and remove its machine, services and lease
+    Down(DownArgs),
+    /// List bottles
+    #[command(visible_alias = "ps")]
+    Ls(JsonArgs),
+    /// Show everything known about one bottle
+    Inspect(SlugArgs),
+    /// Check from inside a running agent what it can reach
+    Probe(SlugArgs),
+    /// Finish the removal of half-done bottles and remove unowned resources
+    Gc(JsonArgs),
+    /// Check this host: plugins, alias pool, VMM and container engine
+    Doctor(JsonArgs),
+    /// The loopback alias pool
+    #[command(subcommand)]
+    Net(NetCommand),
+    /// List the plugins found, loaded or rejected, and why
+    Plugins(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of a table, for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlugArgs {
+    /// The bottle's name
+    pub slug: String,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The spec: a bottle.toml file, or a directory holding one
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+
+    /// The VMM plugin, overriding the spec and config (e.g. smolvm)
+    #[arg(long, value_name = "NAME")]
+    pub vmm: Option<String>,
+
+    /// The bundle runtime plugin, overriding the spec and config (e.g. process, docker)
+    #[arg(long, value_name = "NAME")]
+    pub runtime: Option<String>,
+
+    /// Seconds each service port may take to accept connections
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub ready_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+
+    /// The agent's command, instead of the spec's `agent.command`
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true))]
+pub struct DownArgs {
+    /// The bottles to remove
+    #[arg(group = "which")]
+    pub slugs: Vec<String>,
+
+    /// Remove every bottle
+    #[arg(long, group = "which")]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Show the pool: which aliases exist, which are leased, which are busy
+    Status(JsonArgs),
+}

@@ -1,0 +1,124 @@
+//! `bottle doctor`: can this host keep the promise? Plugins, the alias pool, each VMM's
+//! scope support and each runtime's readiness.
+
+use std::process::ExitCode;
+
+use bottle_core::ScopeSupport;
+use bottle_plugin_api::PluginKind;
+use serde::Serialize;
+
+use super::net::{pool_status, print_aliases, PoolStatus};
+use crate::context::{full_name, Context, DEFAULT_RUNTIME, DEFAULT_VMM};
+use crate::output;
+
+#[derive(Serialize)]
+struct Check {
+    plugin: String,
+    ok: bool,
+    lines: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    version: &'static str,
+    os: &'static str,
+    home: String,
+    pool: String,
+    default_vmm: String,
+    default_runtime: String,
+    plugins_loaded: usize,
+    plugins_rejected: usize,
+    net: Check,
+    pool_status: Option<PoolStatus>,
+    vmms: Vec<Check>,
+    runtimes: Vec<Check>,
+}
+
+pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
+    let plugins = ctx.plugins();
+    let net = match ctx.net() {
+        Ok(net) => match net.describe() {
+            Ok(lines) => Check { plugin: net.name(), ok: true, lines },
+            Err(e) => Check { plugin: net.name(), ok: false, lines: vec![e.to_string()] },
+        },
+        Err(e) => Check { plugin: "net".into(), ok: false, lines: vec![crate::exit::render_chain(&e)] },
+    };
+    let pool_status = if net.ok { pool_status(ctx).ok() } else { None };
+
+    let mut vmms = Vec::new();
+    for name in ctx.plugin_names(PluginKind::Vmm) {
+        vmms.push(match ctx.vmm(&name).and_then(|v| Ok(v.probe()?)) {
+            Ok(probe) => {
+                let version = probe.version.unwrap_or_else(|| "unknown version".into());
+                let (ok, scope) = match probe.scope {
+                    ScopeSupport::Exact => (true, "holds an agent to exactly its alias".to_owned()),
+                    ScopeSupport::Unenforceable { reason, remedy } => {
+                        (false, format!("cannot hold an agent to its alias: {reason}; {remedy}"))
+                    }
+                };
+                let mut lines = vec![format!("{version}: {scope}")];
+                lines.extend(probe.notes);
+                Check { plugin: name, ok, lines }
+            }
+            Err(e) => Check { plugin: name, ok: false, lines: vec![crate::exit::render_chain(&e)] },
+        });
+    }
+    let mut runtimes = Vec::new();
+    for name in ctx.plugin_names(PluginKind::Runtime) {
+        runtimes.push(match ctx.runtime(&name).and_then(|r| Ok(r.describe()?)) {
+            Ok(lines) => Check { plugin: name, ok: true, lines },
+            Err(e) => Check { plugin: name, ok: false, lines: vec![crate::exit::render_chain(&e)] },
+        });
+    }
+
+    let loaded = ctx.plugin_names(PluginKind::Net).len() + ctx.plugin_names(PluginKind::Vmm).len() + ctx.plugin_names(PluginKind::Runtime).len();
+    let report = Report {
+        version: env!("CARGO_PKG_VERSION"),
+        os: std::env::consts::OS,
+        home: ctx.home.display().to_string(),
+        pool: ctx.config.pool.to_string(),
+        default_vmm: full_name("vmm", ctx.config.vmm.as_deref().unwrap_or(DEFAULT_VMM)),
+        default_runtime: full_name("runtime", ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME)),
+        plugins_loaded: loaded,
+        plugins_rejected: plugins.entries().iter().filter(|e| matches!(e.outcome, bottle_plugin_api::Outcome::Rejected { .. })).count(),
+        net,
+        pool_status,
+        vmms,
+        runtimes,
+    };
+    if json {
+        output::json(&report)?;
+    } else {
+        print(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(r: &Report) {
+    println!("bottle {} on {}; state in {}", r.version, r.os, r.home);
+    println!(
+        "plugins: {} loaded, {} rejected (see `bottle plugins`)",
+        r.plugins_loaded, r.plugins_rejected
+    );
+    println!("defaults: vmm {}, runtime {}", r.default_vmm, r.default_runtime);
+    println!();
+    print_check("net", &r.net);
+    if let Some(status) = &r.pool_status {
+        println!("  pool {}:", r.pool);
+        print_aliases(status);
+    }
+    for check in &r.vmms {
+        print_check("vmm", check);
+    }
+    for check in &r.runtimes {
+        print_check("runtime", check);
+    }
+}
+
+fn print_check(kind: &str, check: &Check) {
+    let mark = if check.ok { "ok" } else { "NOT READY" };
+    println!("{kind} {}: {mark}", check.plugin);
+    for line in &check.lines {
+        println!("  {line}");
+    }
+}

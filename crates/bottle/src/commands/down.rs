@@ -1,0 +1,65 @@
+//! `bottle down`: take bottles apart: agent, machine, bundle, and only then the lease.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bottle_core::launch;
+use bottle_core::state::BottleRecord;
+
+use super::launch::Loaded;
+use crate::cli::DownArgs;
+use crate::context::{parse_slug, Context};
+use crate::exit::NoSuchBottle;
+use crate::output::Progress;
+
+pub fn down(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
+    let mut db = ctx.db()?;
+    let records = if args.all {
+        db.bottles()?
+    } else {
+        let mut records = Vec::new();
+        for slug in &args.slugs {
+            let slug = parse_slug(slug)?;
+            records.push(db.bottle(&slug)?.ok_or_else(|| NoSuchBottle(slug.to_string()))?);
+        }
+        records
+    };
+    let mut failed = Vec::new();
+    for record in records {
+        match remove(ctx, &mut db, &record) {
+            Ok(()) => println!("removed {}", record.slug),
+            Err(err) => {
+                eprintln!("bottle: {}", crate::exit::render_chain(&err));
+                failed.push(err);
+            }
+        }
+    }
+    match failed.into_iter().next() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => Err(first.context("not every bottle was removed")),
+    }
+}
+
+/// Removes one recorded bottle with the plugins it was launched with.
+pub fn remove(
+    ctx: &Context,
+    db: &mut bottle_core::StateDb,
+    record: &BottleRecord,
+) -> anyhow::Result<()> {
+    let loaded = load_for(ctx, record)?;
+    db.set_launcher_pid(&record.slug, std::process::id())?;
+    launch::teardown(db, loaded.backends(), &record.slug, &Progress::on_terminal())?;
+    Ok(())
+}
+
+/// The plugins a bottle was launched with.
+pub fn load_for(ctx: &Context, record: &BottleRecord) -> anyhow::Result<Loaded> {
+    let context = |kind: &str, name: &str| {
+        format!("bottle `{}` was launched with the {kind} plugin `{name}`, which cannot be loaded", record.slug)
+    };
+    Ok(Loaded {
+        net: ctx.net()?,
+        vmm: ctx.vmm(&record.vmm).with_context(|| context("VMM", &record.vmm))?,
+        runtime: ctx.runtime(&record.runtime).with_context(|| context("runtime", &record.runtime))?,
+    })
+}

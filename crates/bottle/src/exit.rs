@@ -1,0 +1,87 @@
+//! Exit statuses: one per class of failure, as documented in `bottle --help`.
+
+use bottle_core::launch::{LaunchError, StepFailure, TeardownError};
+use bottle_core::{BackendError, ConfigError, PoolError, SpecError, StateError};
+
+pub const FAILURE: u8 = 1;
+pub const INVALID_INPUT: u8 = 3;
+pub const NO_ROOM: u8 = 4;
+pub const REFUSED: u8 = 5;
+pub const BACKEND: u8 = 6;
+pub const NO_SUCH_BOTTLE: u8 = 7;
+/// `bottle run` failed itself, rather than passing on the agent's status.
+pub const RUN_FAILED: u8 = 125;
+
+/// A bottle that the command names does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no bottle named `{0}`")]
+pub struct NoSuchBottle(pub String);
+
+/// The exit status for an error, from the first link of its chain that has a class.
+pub fn classify(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<LaunchError>() {
+            return match &*e.failure {
+                StepFailure::State(s) => state_code(s),
+                StepFailure::ScopeRefused { .. }
+                | StepFailure::PolicyMismatch { .. }
+                | StepFailure::WrongAddress { .. } => REFUSED,
+                _ => BACKEND,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<StateError>() {
+            return state_code(e);
+        }
+        if cause.is::<SpecError>() || cause.is::<ConfigError>() || cause.is::<PoolError>() {
+            return INVALID_INPUT;
+        }
+        if cause.is::<NoSuchBottle>() {
+            return NO_SUCH_BOTTLE;
+        }
+        if cause.is::<BackendError>()
+            || cause.is::<TeardownError>()
+            || cause.is::<bottle_plugin_api::PluginError>()
+        {
+            return BACKEND;
+        }
+    }
+    FAILURE
+}
+
+fn state_code(err: &StateError) -> u8 {
+    match err {
+        StateError::PoolExhausted { .. } | StateError::SlugInUse { .. } => NO_ROOM,
+        StateError::UnknownBottle { .. } => NO_SUCH_BOTTLE,
+        _ => FAILURE,
+    }
+}
+
+/// The error and its causes, each once, separated by `: `, with multi-line causes indented.
+pub fn render_chain(err: &anyhow::Error) -> String {
+    let parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_found_anywhere_in_the_chain() {
+        let exhausted = StateError::PoolExhausted { pool: Default::default(), holders: vec![] };
+        let err = anyhow::Error::new(exhausted).context("cannot lease");
+        assert_eq!(classify(&err), NO_ROOM);
+        let err = anyhow::Error::new(NoSuchBottle("x".into())).context("down");
+        assert_eq!(classify(&err), NO_SUCH_BOTTLE);
+        let err = anyhow::anyhow!("plain");
+        assert_eq!(classify(&err), FAILURE);
+        let backend = BackendError::new(bottle_core::ErrorKind::Unavailable, "no docker");
+        assert_eq!(classify(&anyhow::Error::new(backend)), BACKEND);
+    }
+
+    #[test]
+    fn the_chain_is_printed_once_each() {
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(render_chain(&err), "outer: inner");
+    }
+}

@@ -1,0 +1,23 @@
+//! Ctrl-C: the first one asks the launch to stop and roll back, instead of killing bottle
+//! halfway and leaving resources behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when SIGINT or SIGTERM arrives.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT and SIGTERM to [`INTERRUPTED`].
+pub fn install() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: `on_signal` only performs an atomic store, which is async-signal-safe, and
+    // replacing the default disposition of these two signals affects nothing else.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}

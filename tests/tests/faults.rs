@@ -1,0 +1,137 @@
+//! Fault injection through the real binary: each launch step fails in turn, or the launcher
+//! is killed with SIGKILL while a step is under way; afterwards nothing may be left: no
+//! bottle, lease, machine or service process (after `bottle gc`, for the killed launcher).
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bottle_core::state::Step;
+use bottle_e2e::{artifacts, process_spec, Home};
+
+/// A spec with an artifact, the service listening after `delay` seconds.
+fn spec(home: &Home, slug: &str, delay: u32) -> String {
+    let dir = home.dir.path().join(slug);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent.smolmachine"), b"").unwrap();
+    let text = process_spec(slug, delay).replace("[agent]\n", "[agent]\nfrom = \"agent.smolmachine\"\n");
+    home.spec(&format!("{slug}/bottle.toml"), &text).display().to_string()
+}
+
+/// Runs `bottle up` with `fault` in the fake smolvm, expects exit status `code`, and
+/// returns stderr after checking that nothing was left behind.
+fn up_fails(home: &Home, slug: &str, fault: &str, code: i32) -> String {
+    let spec = spec(home, slug, 0);
+    let mut cmd = home.command(&["up", &spec, "--ready-timeout", "3"]);
+    cmd.env("FAKE_SMOLVM_FAIL", fault);
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{fault}: {stderr}");
+    home.assert_empty();
+    stderr
+}
+
+#[test]
+fn a_failing_machine_create_leaves_nothing() {
+    let home = Home::new("127.0.6.0/28", "0.8.0", "process");
+    let err = up_fails(&home, "nocreate", "create", 6);
+    assert!(err.contains("bottle `nocreate`: creating the machine failed"), "{err}");
+}
+
+#[test]
+fn a_failing_machine_start_leaves_nothing() {
+    let home = Home::new("127.0.6.16/28", "0.8.0", "process");
+    let err = up_fails(&home, "nostart", "start", 6);
+    assert!(err.contains("bottle `nostart`: starting the machine failed"), "{err}");
+}
+
+#[test]
+fn a_patch_that_does_not_stick_stops_the_launch() {
+    let home = Home::new("127.0.6.32/28", "0.8.0", "process");
+    let err = up_fails(&home, "slippery", "patch-revert", 6);
+    assert!(err.contains("bottle `slippery`: creating the machine failed"), "{err}");
+    assert_eq!(home.enforced("bottle-slippery"), None, "the machine was never started");
+}
+
+#[test]
+fn a_service_that_never_answers_leaves_nothing() {
+    let home = Home::new("127.0.6.48/28", "0.8.0", "process");
+    let spec = spec(&home, "mute", 600);
+    let err = home.run(&["up", &spec, "--ready-timeout", "2"]).fails_with(6);
+    assert!(err.contains("bottle `mute`: starting the bundle failed"), "{err}");
+    home.assert_empty();
+}
+
+#[test]
+fn a_vmm_that_cannot_enforce_the_scope_is_refused_before_any_machine_exists() {
+    for version in ["1.0.4", "1.9.2", "nonsense"] {
+        let home = Home::new("127.0.6.64/28", version, "process");
+        let spec = spec(&home, "refused", 0);
+        let err = home.run(&["up", &spec]).fails_with(5);
+        assert!(err.contains("bottle `refused`: probing the VMM failed"), "{version}: {err}");
+        assert!(err.contains(version), "the message names the version: {err}");
+        home.assert_empty();
+        let calls = std::fs::read_to_string(home.smolvm_data().join("fake/calls.log"))
+            .unwrap_or_default();
+        assert!(!calls.contains("create"), "{version}: smolvm was asked to create: {calls}");
+    }
+}
+
+/// A `smolvm` that sleeps before the command named by `SLOW_AT` (`probe`, `create` or
+/// `start`), then runs the fake: it holds a launch inside that step.
+fn slow_smolvm(home: &Home) -> PathBuf {
+    let path = home.dir.path().join("slow-smolvm");
+    let script = format!(
+        "#!/bin/sh\ncase \"$SLOW_AT $1 $2\" in\n  \"probe --version\"*|\"create machine create\"|\
+         \"start machine start\") sleep 60 ;;\nesac\nexec {} \"$@\"\n",
+        artifacts().fake_smolvm.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Starts `bottle up` in a process group of its own, waits until the launch is inside
+/// `step`, and kills the whole group (the launcher and the command it was waiting for) with
+/// SIGKILL, as a crash or `kill -9` of a terminal job would.
+fn kill_during(home: &Home, slug: &str, step: Step, slow_at: &str, delay: u32) {
+    let spec = spec(home, slug, delay);
+    let mut child = home
+        .command(&["up", &spec, "--ready-timeout", "120"])
+        .env("SLOW_AT", slow_at)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    home.wait_for_step(slug, step, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let group = format!("-{}", child.id());
+    std::process::Command::new("kill").args(["-9", "--", &group]).status().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn gc_finishes_what_a_killed_launcher_left_at_every_step() {
+    let home = Home::new("127.0.6.80/28", "0.8.0", "process");
+    home.write_config(&slow_smolvm(&home), "process");
+    let cases = [
+        ("probe", Step::ProbingVmm, "probe", 0),
+        ("bundle", Step::StartingBundle, "", 60),
+        ("create", Step::CreatingMachine, "create", 0),
+        ("start", Step::StartingMachine, "start", 0),
+    ];
+    for (slug, step, slow_at, delay) in cases {
+        kill_during(&home, slug, step, slow_at, delay);
+
+        let ls = home.run(&["ls", "--json"]).json();
+        assert_eq!(ls[0]["slug"], slug, "{ls}");
+        assert_eq!(ls[0]["status"], "half-done", "{ls}");
+        let up_again = home.run(&["up", &spec(&home, "other", 0), "--json"]);
+        assert!(up_again.stderr().contains(&format!("bottle `{slug}` was left half-done")));
+        home.run(&["down", "other"]).ok();
+
+        let gc = home.run(&["gc"]).ok();
+        assert!(gc.contains(&format!("finished removing half-done bottle {slug}")), "{gc}");
+        home.assert_empty();
+    }
+}

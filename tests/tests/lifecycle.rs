@@ -1,0 +1,132 @@
+//! A bottle's life through the real binary and real plugins: the process runtime for the
+//! bundle, the fake smolvm (at a version whose scope bottle can enforce) for the agent.
+
+use std::net::Ipv4Addr;
+
+use bottle_e2e::{greeting, process_spec, Home};
+
+/// A spec of the process runtime with a `.smolmachine` artifact next to it.
+fn spec_with_artifact(home: &Home, slug: &str) -> String {
+    let dir = home.dir.path().join(slug);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent.smolmachine"), b"").unwrap();
+    let text = process_spec(slug, 0).replace(
+        "[agent]\n",
+        "[agent]\nfrom = \"agent.smolmachine\"\nenv = { GREETING = \"hi\" }\n",
+    );
+    home.spec(&format!("{slug}/bottle.toml"), &text).display().to_string()
+}
+
+#[test]
+fn up_ls_inspect_down() {
+    let home = Home::new("127.0.1.0/28", "0.8.0", "process");
+    let spec = spec_with_artifact(&home, "life");
+
+    let up = home.run(&["up", &spec, "--json"]).json();
+    assert_eq!(up["slug"], "life");
+    let alias: Ipv4Addr = up["alias"].as_str().unwrap().parse().unwrap();
+    assert_eq!(alias, Ipv4Addr::new(127, 0, 1, 0));
+    let endpoint = &up["endpoints"][0];
+    assert_eq!(endpoint["service"], "hello");
+    assert_eq!(endpoint["host_ip"], "127.0.1.0");
+    let port = endpoint["host_port"].as_u64().unwrap() as u16;
+    assert_eq!(greeting(alias, port), "hello from life\n");
+
+    // smolvm 0.8.0 dropped --allow-cidr; what its `start` read is the patched allow-list.
+    let enforced = home.enforced("bottle-life").expect("the machine was started");
+    assert_eq!(enforced["allowed_cidrs"], serde_json::json!(["127.0.1.0/32"]));
+    assert_eq!(enforced["network"], true);
+
+    let ls = home.run(&["ls", "--json"]).json();
+    assert_eq!(ls[0]["slug"], "life");
+    assert_eq!(ls[0]["status"], "running", "{ls}");
+    assert_eq!(ls[0]["alias"], "127.0.1.0");
+
+    let table = home.run(&["ls"]).ok();
+    assert!(table.starts_with("SLUG"), "{table}");
+    assert!(table.contains(&format!("hello=127.0.1.0:{port}")), "{table}");
+
+    let inspect = home.run(&["inspect", "life"]).ok();
+    assert!(inspect.contains("status:    running"), "{inspect}");
+    assert!(inspect.contains("machine:   bottle-life"), "{inspect}");
+
+    let status = home.run(&["net", "status", "--json"]).json();
+    let first = &status["aliases"][0];
+    assert_eq!(first["leased_by"], "life");
+    assert_eq!(first["status"], "leased");
+
+    let down = home.run(&["down", "life"]).ok();
+    assert_eq!(down, "removed life\n");
+    home.assert_empty();
+    assert!(!bottle_e2e::answers(alias, port), "the service still answers");
+
+    let again = home.run(&["down", "life"]);
+    assert!(again.fails_with(7).contains("no bottle named `life`"));
+}
+
+#[test]
+fn the_agent_learns_its_bundle_from_its_environment() {
+    let home = Home::new("127.0.2.0/28", "1.0.3", "process");
+    let spec = spec_with_artifact(&home, "envy");
+    let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $GREETING\"; \
+                  cat \"$BOTTLE_ENDPOINTS_HOST\" >/dev/null 2>&1; exit 3";
+    let run = home.run(&["run", &spec, "--", "sh", "-c", script]);
+    assert_eq!(run.code(), Some(3), "the agent's status is passed through: {}", run.stderr());
+    let line = run.stdout();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{line}");
+    assert_eq!(fields[0], "127.0.2.0");
+    assert!(fields[1].starts_with("127.0.2.0:"), "{line}");
+    assert_eq!(fields[2], "hi");
+    home.assert_empty();
+}
+
+#[test]
+fn up_refuses_a_name_in_use_and_a_bad_spec() {
+    let home = Home::new("127.0.3.0/28", "0.8.0", "process");
+    let spec = spec_with_artifact(&home, "twice");
+    home.run(&["up", &spec]).ok();
+    let err = home.run(&["up", &spec]).fails_with(4);
+    assert!(err.contains("a bottle named `twice` already exists (running)"), "{err}");
+    assert_eq!(home.bottles().len(), 1, "the running bottle is untouched");
+
+    let bad = home.spec("bad/bottle.toml", "name = \"Bad Name\"\n");
+    let err = home.run(&["up", &bad.display().to_string()]).fails_with(3);
+    assert!(err.contains("bad/bottle.toml: `name`: expected"), "{err}");
+
+    home.run(&["down", "--all"]).ok();
+    home.assert_empty();
+}
+
+#[test]
+fn a_dead_service_shows_the_bottle_as_degraded() {
+    let home = Home::new("127.0.4.0/28", "0.8.0", "process");
+    let spec = spec_with_artifact(&home, "frail");
+    home.run(&["up", &spec]).ok();
+    let pids = home.service_processes();
+    assert!(!pids.is_empty());
+    for pid in pids {
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ls = home.run(&["ls", "--json"]).json();
+    assert_eq!(ls[0]["status"], "degraded", "{ls}");
+    home.run(&["down", "frail"]).ok();
+    home.assert_empty();
+}
+
+#[test]
+fn plugins_lists_every_first_party_plugin() {
+    let home = Home::new("127.0.5.0/28", "0.8.0", "process");
+    let plugins = home.run(&["plugins", "--json"]).json();
+    let loaded: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "loaded")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["net-linux", "net-macos", "vmm-smolvm", "runtime-docker", "runtime-process"] {
+        assert!(loaded.contains(&name), "{name} is not loaded: {plugins}");
+    }
+}
