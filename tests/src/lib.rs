@@ -21,6 +21,17 @@ pub struct Artifacts {
     pub fake_smolvm: PathBuf,
 }
 
+/// What the end-to-end tests run: the binary, every first-party plugin, the fake smolvm.
+const PACKAGES: &[&str] = &[
+    "bottle",
+    "bottle-fake-smolvm",
+    "bottle-plugin-net-linux",
+    "bottle-plugin-net-macos",
+    "bottle-plugin-vmm-smolvm",
+    "bottle-plugin-runtime-docker",
+    "bottle-plugin-runtime-process",
+];
+
 /// Builds the binary, every plugin and the fake smolvm once per test process, into the
 /// target directory this test runs from, and returns their paths.
 pub fn artifacts() -> &'static Artifacts {
@@ -28,17 +39,31 @@ pub fn artifacts() -> &'static Artifacts {
     ARTIFACTS.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test's own path");
         // target/<profile>/deps/<test>: the target directory is three levels up.
-        let target = exe.ancestors().nth(3).expect("the test runs inside a target directory");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("the test runs inside a target directory");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--workspace", "--bins", "--lib"])
+        let mut build = Command::new(cargo);
+        build.arg("build");
+        for package in PACKAGES {
+            build.args(["-p", package]);
+        }
+        let status = build
             .env("CARGO_TARGET_DIR", target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the workspace failed");
-        let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
-        Artifacts { bottle: bin.join("bottle"), fake_smolvm: bin.join("smolvm") }
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        Artifacts {
+            bottle: bin.join("bottle"),
+            fake_smolvm: bin.join("smolvm"),
+        }
     })
 }
 
@@ -109,7 +134,10 @@ impl Home {
     /// Runs `bottle ARGS` to the end.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().expect("bottle runs");
-        Run { args: args.join(" "), output }
+        Run {
+            args: args.join(" "),
+            output,
+        }
     }
 
     /// Writes a spec file into the home and returns its path.
@@ -142,7 +170,10 @@ impl Home {
 
     /// The allow-list the fake smolvm's `start` read for `machine`.
     pub fn enforced(&self, machine: &str) -> Option<serde_json::Value> {
-        let path = self.smolvm_data().join("fake").join(format!("{machine}.enforced.json"));
+        let path = self
+            .smolvm_data()
+            .join("fake")
+            .join(format!("{machine}.enforced.json"));
         let text = std::fs::read_to_string(path).ok()?;
         Some(serde_json::from_str(&text).expect("the fake writes JSON"))
     }
@@ -179,20 +210,35 @@ impl Home {
     /// process runtime started for bottles of this home.
     pub fn service_processes(&self) -> Vec<u32> {
         let pool: bottle_core::AliasPool = self.pool.parse().unwrap();
-        let aliases: Vec<String> =
-            pool.aliases().map(|a| format!("BOTTLE_ALIAS={a}")).collect();
+        let aliases: Vec<String> = pool
+            .aliases()
+            .map(|a| format!("BOTTLE_ALIAS={a}"))
+            .collect();
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
             let is_zombie = std::fs::read_to_string(entry.path().join("stat"))
-                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
                 .unwrap_or(true);
             if is_zombie {
                 continue;
             }
             let environ = String::from_utf8_lossy(&environ);
-            if environ.split('\0').any(|var| aliases.iter().any(|a| a == var)) {
+            if environ
+                .split('\0')
+                .any(|var| aliases.iter().any(|a| a == var))
+            {
                 found.push(pid);
             }
         }
@@ -256,7 +302,11 @@ pub fn answers(alias: Ipv4Addr, port: u16) -> bool {
 
 /// The path of a file under `tests/fixtures`.
 pub fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A spec whose one service `hello` (port 8080) answers each connection on its endpoint with
@@ -283,7 +333,11 @@ pub fn greeting(alias: Ipv4Addr, port: u16) -> String {
         std::net::TcpStream::connect_timeout(&(alias, port).into(), Duration::from_secs(2))
             .expect("the service answers");
     let mut text = String::new();
-    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    stream.read_to_string(&mut text).expect("the service says something");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream
+        .read_to_string(&mut text)
+        .expect("the service says something");
     text
 }

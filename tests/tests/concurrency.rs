@@ -17,7 +17,9 @@ fn sixteen_launches_get_sixteen_aliases_and_the_seventeenth_is_refused() {
             std::fs::write(dir.join("agent.smolmachine"), b"").unwrap();
             let text = process_spec(&slug, 0)
                 .replace("[agent]\n", "[agent]\nfrom = \"agent.smolmachine\"\n");
-            home.spec(&format!("{slug}/bottle.toml"), &text).display().to_string()
+            home.spec(&format!("{slug}/bottle.toml"), &text)
+                .display()
+                .to_string()
         })
         .collect();
     let children: Vec<_> = specs
@@ -54,7 +56,11 @@ fn sixteen_launches_get_sixteen_aliases_and_the_seventeenth_is_refused() {
         "{}",
         refusals[0]
     );
-    assert_eq!(home.bottles().len(), 16, "the refused launch left no record");
+    assert_eq!(
+        home.bottles().len(),
+        16,
+        "the refused launch left no record"
+    );
 
     home.run(&["down", "--all"]).ok();
     home.assert_empty();

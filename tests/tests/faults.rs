@@ -15,8 +15,11 @@ fn spec(home: &Home, slug: &str, delay: u32) -> String {
     let dir = home.dir.path().join(slug);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("agent.smolmachine"), b"").unwrap();
-    let text = process_spec(slug, delay).replace("[agent]\n", "[agent]\nfrom = \"agent.smolmachine\"\n");
-    home.spec(&format!("{slug}/bottle.toml"), &text).display().to_string()
+    let text =
+        process_spec(slug, delay).replace("[agent]\n", "[agent]\nfrom = \"agent.smolmachine\"\n");
+    home.spec(&format!("{slug}/bottle.toml"), &text)
+        .display()
+        .to_string()
 }
 
 /// Runs `bottle up` with `fault` in the fake smolvm, expects exit status `code`, and
@@ -36,30 +39,48 @@ fn up_fails(home: &Home, slug: &str, fault: &str, code: i32) -> String {
 fn a_failing_machine_create_leaves_nothing() {
     let home = Home::new("127.0.6.0/28", "0.8.0", "process");
     let err = up_fails(&home, "nocreate", "create", 6);
-    assert!(err.contains("bottle `nocreate`: creating the machine failed"), "{err}");
+    assert!(
+        err.contains("bottle `nocreate`: creating the machine failed"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_failing_machine_start_leaves_nothing() {
     let home = Home::new("127.0.6.16/28", "0.8.0", "process");
     let err = up_fails(&home, "nostart", "start", 6);
-    assert!(err.contains("bottle `nostart`: starting the machine failed"), "{err}");
+    assert!(
+        err.contains("bottle `nostart`: starting the machine failed"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_patch_that_does_not_stick_stops_the_launch() {
     let home = Home::new("127.0.6.32/28", "0.8.0", "process");
     let err = up_fails(&home, "slippery", "patch-revert", 6);
-    assert!(err.contains("bottle `slippery`: creating the machine failed"), "{err}");
-    assert_eq!(home.enforced("bottle-slippery"), None, "the machine was never started");
+    assert!(
+        err.contains("bottle `slippery`: creating the machine failed"),
+        "{err}"
+    );
+    assert_eq!(
+        home.enforced("bottle-slippery"),
+        None,
+        "the machine was never started"
+    );
 }
 
 #[test]
 fn a_service_that_never_answers_leaves_nothing() {
     let home = Home::new("127.0.6.48/28", "0.8.0", "process");
     let spec = spec(&home, "mute", 600);
-    let err = home.run(&["up", &spec, "--ready-timeout", "2"]).fails_with(6);
-    assert!(err.contains("bottle `mute`: starting the bundle failed"), "{err}");
+    let err = home
+        .run(&["up", &spec, "--ready-timeout", "2"])
+        .fails_with(6);
+    assert!(
+        err.contains("bottle `mute`: starting the bundle failed"),
+        "{err}"
+    );
     home.assert_empty();
 }
 
@@ -69,12 +90,21 @@ fn a_vmm_that_cannot_enforce_the_scope_is_refused_before_any_machine_exists() {
         let home = Home::new("127.0.6.64/28", version, "process");
         let spec = spec(&home, "refused", 0);
         let err = home.run(&["up", &spec]).fails_with(5);
-        assert!(err.contains("bottle `refused`: probing the VMM failed"), "{version}: {err}");
-        assert!(err.contains(version), "the message names the version: {err}");
+        assert!(
+            err.contains("bottle `refused`: probing the VMM failed"),
+            "{version}: {err}"
+        );
+        assert!(
+            err.contains(version),
+            "the message names the version: {err}"
+        );
         home.assert_empty();
-        let calls = std::fs::read_to_string(home.smolvm_data().join("fake/calls.log"))
-            .unwrap_or_default();
-        assert!(!calls.contains("create"), "{version}: smolvm was asked to create: {calls}");
+        let calls =
+            std::fs::read_to_string(home.smolvm_data().join("fake/calls.log")).unwrap_or_default();
+        assert!(
+            !calls.contains("create"),
+            "{version}: smolvm was asked to create: {calls}"
+        );
     }
 }
 
@@ -106,7 +136,10 @@ fn kill_during(home: &Home, slug: &str, step: Step, slow_at: &str, delay: u32) {
     home.wait_for_step(slug, step, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     let group = format!("-{}", child.id());
-    std::process::Command::new("kill").args(["-9", "--", &group]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", "--", &group])
+        .status()
+        .unwrap();
     child.wait().unwrap();
 }
 
@@ -127,11 +160,16 @@ fn gc_finishes_what_a_killed_launcher_left_at_every_step() {
         assert_eq!(ls[0]["slug"], slug, "{ls}");
         assert_eq!(ls[0]["status"], "half-done", "{ls}");
         let up_again = home.run(&["up", &spec(&home, "other", 0), "--json"]);
-        assert!(up_again.stderr().contains(&format!("bottle `{slug}` was left half-done")));
+        assert!(up_again
+            .stderr()
+            .contains(&format!("bottle `{slug}` was left half-done")));
         home.run(&["down", "other"]).ok();
 
         let gc = home.run(&["gc"]).ok();
-        assert!(gc.contains(&format!("finished removing half-done bottle {slug}")), "{gc}");
+        assert!(
+            gc.contains(&format!("finished removing half-done bottle {slug}")),
+            "{gc}"
+        );
         home.assert_empty();
     }
 }

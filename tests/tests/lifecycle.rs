@@ -14,7 +14,9 @@ fn spec_with_artifact(home: &Home, slug: &str) -> String {
         "[agent]\n",
         "[agent]\nfrom = \"agent.smolmachine\"\nenv = { GREETING = \"hi\" }\n",
     );
-    home.spec(&format!("{slug}/bottle.toml"), &text).display().to_string()
+    home.spec(&format!("{slug}/bottle.toml"), &text)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -33,8 +35,13 @@ fn up_ls_inspect_down() {
     assert_eq!(greeting(alias, port), "hello from life\n");
 
     // smolvm 0.8.0 dropped --allow-cidr; what its `start` read is the patched allow-list.
-    let enforced = home.enforced("bottle-life").expect("the machine was started");
-    assert_eq!(enforced["allowed_cidrs"], serde_json::json!(["127.0.1.0/32"]));
+    let enforced = home
+        .enforced("bottle-life")
+        .expect("the machine was started");
+    assert_eq!(
+        enforced["allowed_cidrs"],
+        serde_json::json!(["127.0.1.0/32"])
+    );
     assert_eq!(enforced["network"], true);
 
     let ls = home.run(&["ls", "--json"]).json();
@@ -44,7 +51,10 @@ fn up_ls_inspect_down() {
 
     let table = home.run(&["ls"]).ok();
     assert!(table.starts_with("SLUG"), "{table}");
-    assert!(table.contains(&format!("hello=127.0.1.0:{port}")), "{table}");
+    assert!(
+        table.contains(&format!("hello=127.0.1.0:{port}")),
+        "{table}"
+    );
 
     let inspect = home.run(&["inspect", "life"]).ok();
     assert!(inspect.contains("status:    running"), "{inspect}");
@@ -58,7 +68,10 @@ fn up_ls_inspect_down() {
     let down = home.run(&["down", "life"]).ok();
     assert_eq!(down, "removed life\n");
     home.assert_empty();
-    assert!(!bottle_e2e::answers(alias, port), "the service still answers");
+    assert!(
+        !bottle_e2e::answers(alias, port),
+        "the service still answers"
+    );
 
     let again = home.run(&["down", "life"]);
     assert!(again.fails_with(7).contains("no bottle named `life`"));
@@ -71,7 +84,12 @@ fn the_agent_learns_its_bundle_from_its_environment() {
     let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $GREETING\"; \
                   cat \"$BOTTLE_ENDPOINTS_HOST\" >/dev/null 2>&1; exit 3";
     let run = home.run(&["run", &spec, "--", "sh", "-c", script]);
-    assert_eq!(run.code(), Some(3), "the agent's status is passed through: {}", run.stderr());
+    assert_eq!(
+        run.code(),
+        Some(3),
+        "the agent's status is passed through: {}",
+        run.stderr()
+    );
     let line = run.stdout();
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "{line}");
@@ -87,7 +105,10 @@ fn up_refuses_a_name_in_use_and_a_bad_spec() {
     let spec = spec_with_artifact(&home, "twice");
     home.run(&["up", &spec]).ok();
     let err = home.run(&["up", &spec]).fails_with(4);
-    assert!(err.contains("a bottle named `twice` already exists (running)"), "{err}");
+    assert!(
+        err.contains("a bottle named `twice` already exists (running)"),
+        "{err}"
+    );
     assert_eq!(home.bottles().len(), 1, "the running bottle is untouched");
 
     let bad = home.spec("bad/bottle.toml", "name = \"Bad Name\"\n");
@@ -106,7 +127,10 @@ fn a_dead_service_shows_the_bottle_as_degraded() {
     let pids = home.service_processes();
     assert!(!pids.is_empty());
     for pid in pids {
-        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let ls = home.run(&["ls", "--json"]).json();
@@ -126,7 +150,13 @@ fn plugins_lists_every_first_party_plugin() {
         .filter(|p| p["status"] == "loaded")
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["net-linux", "net-macos", "vmm-smolvm", "runtime-docker", "runtime-process"] {
+    for name in [
+        "net-linux",
+        "net-macos",
+        "vmm-smolvm",
+        "runtime-docker",
+        "runtime-process",
+    ] {
         assert!(loaded.contains(&name), "{name} is not loaded: {plugins}");
     }
 }

@@ -12,7 +12,11 @@ use crate::cli::GlobalArgs;
 use crate::exit::NoSuchBottle;
 
 /// The VMM used when neither the command line, the spec nor the config names one.
-pub const DEFAULT_VMM: &str = if cfg!(target_os = "macos") { "smolvm" } else { "sandbox" };
+pub const DEFAULT_VMM: &str = if cfg!(target_os = "macos") {
+    "smolvm"
+} else {
+    "sandbox"
+};
 /// The bundle runtime used when nothing names one: it needs nothing installed.
 pub const DEFAULT_RUNTIME: &str = "process";
 
@@ -21,6 +25,7 @@ pub struct Context {
     pub config: Config,
     plugin_dirs: Vec<PathBuf>,
     discovery: OnceLock<Discovery>,
+    instance: OnceLock<String>,
 }
 
 impl Context {
@@ -32,6 +37,7 @@ impl Context {
             config,
             plugin_dirs: global.plugin_dir.clone(),
             discovery: OnceLock::new(),
+            instance: OnceLock::new(),
         })
     }
 
@@ -41,7 +47,8 @@ impl Context {
 
     /// The plugins found on this host, discovered once per process.
     pub fn plugins(&self) -> &Discovery {
-        self.discovery.get_or_init(|| bottle_plugin_api::discover(&self.plugin_dirs))
+        self.discovery
+            .get_or_init(|| bottle_plugin_api::discover(&self.plugin_dirs))
     }
 
     /// The names of the loaded plugins of one kind, in search order.
@@ -50,7 +57,9 @@ impl Context {
             .entries()
             .iter()
             .filter_map(|e| match &e.outcome {
-                Outcome::Loaded { manifest } if manifest.kind == kind => Some(manifest.name.clone()),
+                Outcome::Loaded { manifest } if manifest.kind == kind => {
+                    Some(manifest.name.clone())
+                }
                 _ => None,
             })
             .collect()
@@ -61,20 +70,43 @@ impl Context {
         self.home.join("plugins")
     }
 
+    /// This home's instance id (see [`StateDb::instance_id`]).
+    pub fn instance(&self) -> anyhow::Result<&str> {
+        if let Some(id) = self.instance.get() {
+            return Ok(id);
+        }
+        let id = self.db()?.instance_id()?;
+        Ok(self.instance.get_or_init(|| id))
+    }
+
+    /// A plugin's settings: its `[plugins.NAME]` table, plus `instance`, the id that labels
+    /// what this home's bottles run.
+    fn settings(&self, plugin: &str) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let mut settings = self.config.plugin_settings(plugin);
+        settings.insert("instance".into(), self.instance()?.into());
+        Ok(settings)
+    }
+
     /// The net plugin for this OS, with the settings of `[plugins.net-<os>]`.
     pub fn net(&self) -> anyhow::Result<Box<dyn NetScoper>> {
-        let settings = self.config.plugin_settings(&format!("net-{}", std::env::consts::OS));
-        Ok(self.plugins().net_scoper(settings, &self.plugin_state_root())?)
+        let settings = self.settings(&format!("net-{}", std::env::consts::OS))?;
+        Ok(self
+            .plugins()
+            .net_scoper(settings, &self.plugin_state_root())?)
     }
 
     pub fn vmm(&self, name: &str) -> anyhow::Result<Box<dyn VmmBackend>> {
-        let settings = self.config.plugin_settings(&full_name("vmm", name));
-        Ok(self.plugins().vmm(name, settings, &self.plugin_state_root())?)
+        let settings = self.settings(&full_name("vmm", name))?;
+        Ok(self
+            .plugins()
+            .vmm(name, settings, &self.plugin_state_root())?)
     }
 
     pub fn runtime(&self, name: &str) -> anyhow::Result<Box<dyn BundleRuntime>> {
-        let settings = self.config.plugin_settings(&full_name("runtime", name));
-        Ok(self.plugins().runtime(name, settings, &self.plugin_state_root())?)
+        let settings = self.settings(&full_name("runtime", name))?;
+        Ok(self
+            .plugins()
+            .runtime(name, settings, &self.plugin_state_root())?)
     }
 
     /// The bottle directory shared read-only with the agent.
@@ -106,12 +138,16 @@ pub fn full_name(kind: &str, name: &str) -> String {
 
 /// Parses a slug given on the command line, as a user-facing "no such bottle" when invalid.
 pub fn parse_slug(input: &str) -> anyhow::Result<Slug> {
-    input.parse::<Slug>().map_err(|_| NoSuchBottle(input.to_owned()).into())
+    input
+        .parse::<Slug>()
+        .map_err(|_| NoSuchBottle(input.to_owned()).into())
 }
 
 /// Whether process `pid` is alive, for finding bottles whose launcher died.
 pub fn is_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 sends nothing; kill only checks that the process exists and that we
     // may signal it.
     let rc = unsafe { libc::kill(pid, 0) };

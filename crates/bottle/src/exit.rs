@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn classes_are_found_anywhere_in_the_chain() {
-        let exhausted = StateError::PoolExhausted { pool: Default::default(), holders: vec![] };
+        let exhausted = StateError::PoolExhausted {
+            pool: Default::default(),
+            holders: vec![],
+        };
         let err = anyhow::Error::new(exhausted).context("cannot lease");
         assert_eq!(classify(&err), NO_ROOM);
         let err = anyhow::Error::new(NoSuchBottle("x".into())).context("down");

@@ -24,7 +24,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&'static str]) -> Self {
-        Table { header: header.to_vec(), rows: Vec::new() }
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -39,8 +42,11 @@ impl Table {
             }
         }
         let line = |cells: Vec<&str>| {
-            let padded: Vec<String> =
-                cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             padded.join("  ").trim_end().to_owned() + "\n"
         };
         let mut text = line(self.header.clone());
@@ -57,7 +63,9 @@ impl Table {
 
 /// "3m", "2h", "5d": how long ago `then` (seconds since the epoch) was.
 pub fn age(then: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let secs = (now - then).max(0);
     match secs {
         s if s < 60 => format!("{s}s"),
@@ -75,7 +83,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn on_terminal() -> Self {
-        Progress { enabled: std::io::stderr().is_terminal() }
+        Progress {
+            enabled: std::io::stderr().is_terminal(),
+        }
     }
 }
 
@@ -98,7 +108,11 @@ fn step_number(step: Step) -> u8 {
 impl Observer for Progress {
     fn step(&self, slug: &Slug, step: Step) {
         if self.enabled {
-            eprintln!("[{}/{LAUNCH_STEPS}] {slug}: {}", step_number(step), step.describe());
+            eprintln!(
+                "[{}/{LAUNCH_STEPS}] {slug}: {}",
+                step_number(step),
+                step.describe()
+            );
         }
     }
 

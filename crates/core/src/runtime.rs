@@ -64,6 +64,10 @@ pub struct OwnedResource {
     pub published_on: Vec<Ipv4Addr>,
     /// Whether it is running (a network always is).
     pub running: bool,
+    /// The bottle home that launched it (the `instance` setting the runtime was given), so
+    /// that `bottle gc` never removes what another home's bottles run.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// Runs a bottle's services, publishing their ports on the bottle's alias only.

@@ -222,7 +222,9 @@ fn random_id() -> String {
     let read = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
     if read.is_err() {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         bytes = ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -320,19 +322,29 @@ impl StateDb {
     /// resources.
     pub fn instance_id(&mut self) -> Result<String, StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite { path: path.clone(), source };
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
         let found: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sqlite)?;
         let id = match found {
             Some(id) => id,
             None => {
                 let id = random_id();
-                tx.execute("INSERT INTO meta (key, value) VALUES ('instance', ?1)", [&id])
-                    .map_err(sqlite)?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+                    [&id],
+                )
+                .map_err(sqlite)?;
                 id
             }
         };

@@ -213,5 +213,11 @@ fn the_instance_id_is_made_once_and_kept() {
     let again = StateDb::open_in(dir.path()).unwrap().instance_id().unwrap();
     assert_eq!(first, again);
     let other = tempfile::tempdir().unwrap();
-    assert_ne!(StateDb::open_in(other.path()).unwrap().instance_id().unwrap(), first);
+    assert_ne!(
+        StateDb::open_in(other.path())
+            .unwrap()
+            .instance_id()
+            .unwrap(),
+        first
+    );
 }

@@ -46,15 +46,28 @@ pub enum PluginError {
         list_or_none(available),
         rejected_hint(*rejected)
     )]
-    NotFound { kind: PluginKind, name: String, available: Vec<String>, rejected: usize },
+    NotFound {
+        kind: PluginKind,
+        name: String,
+        available: Vec<String>,
+        rejected: usize,
+    },
     #[error(
         "no net plugin for {os} was found (loaded net plugins: {}){}",
         list_or_none(available),
         rejected_hint(*rejected)
     )]
-    NoNetScoper { os: String, available: Vec<String>, rejected: usize },
+    NoNetScoper {
+        os: String,
+        available: Vec<String>,
+        rejected: usize,
+    },
     #[error("plugin `{name}` supports {} only, not {os}", supported.join(", "))]
-    UnsupportedOs { name: String, os: String, supported: Vec<String> },
+    UnsupportedOs {
+        name: String,
+        os: String,
+        supported: Vec<String>,
+    },
     #[error("cannot create the state directory {} of plugin `{name}`", path.display())]
     StateDir {
         name: String,
@@ -157,7 +170,11 @@ pub struct Discovery {
 pub fn discover(extra_dirs: &[PathBuf]) -> Discovery {
     let exe = std::env::current_exe().ok();
     let plugin_path = std::env::var_os(PLUGIN_PATH_ENV);
-    Discovery::scan(&search_path(extra_dirs, plugin_path.as_deref(), exe.as_deref()))
+    Discovery::scan(&search_path(
+        extra_dirs,
+        plugin_path.as_deref(),
+        exe.as_deref(),
+    ))
 }
 
 /// The directories [`discover`] searches, in order and without repeats: `extra_dirs`, the
@@ -185,7 +202,9 @@ pub fn search_path(
 
 /// Whether `name` is a plugin file name on this platform.
 fn is_candidate(name: &OsStr) -> bool {
-    let Some(name) = name.to_str() else { return false };
+    let Some(name) = name.to_str() else {
+        return false;
+    };
     let prefix = format!("{}{PLUGIN_FILE_PREFIX}", std::env::consts::DLL_PREFIX);
     name.starts_with(&prefix)
         && name.ends_with(std::env::consts::DLL_SUFFIX)
@@ -230,7 +249,10 @@ impl Discovery {
                 plugins.push(entry);
             }
         }
-        Discovery { searched: dirs.to_vec(), plugins }
+        Discovery {
+            searched: dirs.to_vec(),
+            plugins,
+        }
     }
 
     fn entry(earlier: &[PluginEntry], path: PathBuf) -> PluginEntry {
@@ -253,11 +275,19 @@ impl Discovery {
                     };
                 }
                 tracing::debug!(path = %path.display(), "loaded plugin `{}`", manifest.name);
-                PluginEntry { path, outcome: Outcome::Loaded { manifest }, loaded: Some(loaded) }
+                PluginEntry {
+                    path,
+                    outcome: Outcome::Loaded { manifest },
+                    loaded: Some(loaded),
+                }
             }
             Err(reason) => {
                 tracing::warn!(path = %path.display(), "plugin rejected: {reason}");
-                PluginEntry { path, outcome: Outcome::Rejected { reason }, loaded: None }
+                PluginEntry {
+                    path,
+                    outcome: Outcome::Rejected { reason },
+                    loaded: None,
+                }
             }
         }
     }
@@ -273,11 +303,17 @@ impl Discovery {
     }
 
     fn rejected(&self) -> usize {
-        self.plugins.iter().filter(|e| matches!(e.outcome, Outcome::Rejected { .. })).count()
+        self.plugins
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Rejected { .. }))
+            .count()
     }
 
     fn loaded_of(&self, kind: PluginKind) -> impl Iterator<Item = (&Manifest, Loaded)> {
-        self.plugins.iter().filter_map(PluginEntry::usable).filter(move |(m, _)| m.kind == kind)
+        self.plugins
+            .iter()
+            .filter_map(PluginEntry::usable)
+            .filter(move |(m, _)| m.kind == kind)
     }
 
     /// The plugin of `kind` that answers to `name` (`smolvm` or `vmm-smolvm`), checked
@@ -288,7 +324,10 @@ impl Discovery {
             return Err(PluginError::NotFound {
                 kind,
                 name: name.to_owned(),
-                available: self.loaded_of(kind).map(|(m, _)| m.short_name().to_owned()).collect(),
+                available: self
+                    .loaded_of(kind)
+                    .map(|(m, _)| m.short_name().to_owned())
+                    .collect(),
                 rejected: self.rejected(),
             });
         };
@@ -309,11 +348,16 @@ impl Discovery {
         settings: Map<String, Value>,
         state_root: &Path,
     ) -> Result<Box<dyn NetScoper>, PluginError> {
-        let found = self.loaded_of(PluginKind::Net).find(|(m, _)| m.supports_current_os());
+        let found = self
+            .loaded_of(PluginKind::Net)
+            .find(|(m, _)| m.supports_current_os());
         let Some((manifest, loaded)) = found else {
             return Err(PluginError::NoNetScoper {
                 os: std::env::consts::OS.to_owned(),
-                available: self.loaded_of(PluginKind::Net).map(|(m, _)| m.name.clone()).collect(),
+                available: self
+                    .loaded_of(PluginKind::Net)
+                    .map(|(m, _)| m.name.clone())
+                    .collect(),
                 rejected: self.rejected(),
             });
         };
@@ -321,7 +365,10 @@ impl Discovery {
         let inner = (loaded.module.new_net())(RStr::from_str(&settings))
             .into_result()
             .map_err(|e| start_error(manifest, e.into()))?;
-        Ok(Box::new(HostNetScoper { plugin: manifest.name.clone(), inner }))
+        Ok(Box::new(HostNetScoper {
+            plugin: manifest.name.clone(),
+            inner,
+        }))
     }
 
     /// The VMM plugin called `name` (`smolvm` or `vmm-smolvm`), built from `settings`.
@@ -336,7 +383,10 @@ impl Discovery {
         let inner = (loaded.module.new_vmm())(RStr::from_str(&settings))
             .into_result()
             .map_err(|e| start_error(manifest, e.into()))?;
-        Ok(Box::new(HostVmmBackend { plugin: manifest.name.clone(), inner }))
+        Ok(Box::new(HostVmmBackend {
+            plugin: manifest.name.clone(),
+            inner,
+        }))
     }
 
     /// The runtime plugin called `name` (`docker` or `runtime-docker`), built from `settings`.
@@ -351,12 +401,18 @@ impl Discovery {
         let inner = (loaded.module.new_runtime())(RStr::from_str(&settings))
             .into_result()
             .map_err(|e| start_error(manifest, e.into()))?;
-        Ok(Box::new(HostBundleRuntime { plugin: manifest.name.clone(), inner }))
+        Ok(Box::new(HostBundleRuntime {
+            plugin: manifest.name.clone(),
+            inner,
+        }))
     }
 }
 
 fn start_error(manifest: &Manifest, source: BackendError) -> PluginError {
-    PluginError::Start { name: manifest.name.clone(), source }
+    PluginError::Start {
+        name: manifest.name.clone(),
+        source,
+    }
 }
 
 /// The settings a plugin is built from, as JSON, with its state directory added and created.
@@ -405,7 +461,13 @@ mod tests {
             Some(OsStr::new("/env/a::/env/b")),
             Some(Path::new("/opt/bottle/bin/bottle")),
         );
-        let expected = ["/flag", "/env/a", "/env/b", "/opt/bottle/lib/bottle/plugins", "/opt/bottle/bin"];
+        let expected = [
+            "/flag",
+            "/env/a",
+            "/env/b",
+            "/opt/bottle/lib/bottle/plugins",
+            "/opt/bottle/bin",
+        ];
         assert_eq!(dirs, expected.map(PathBuf::from));
     }
 
@@ -421,11 +483,19 @@ mod tests {
     fn only_bottle_plugin_libraries_are_candidates() {
         let so = std::env::consts::DLL_SUFFIX;
         let lib = std::env::consts::DLL_PREFIX;
-        assert!(is_candidate(OsStr::new(&format!("{lib}bottle_plugin_vmm_smolvm{so}"))));
+        assert!(is_candidate(OsStr::new(&format!(
+            "{lib}bottle_plugin_vmm_smolvm{so}"
+        ))));
         assert!(!is_candidate(OsStr::new(&format!("{lib}bottle_core{so}"))));
-        assert!(!is_candidate(OsStr::new(&format!("{lib}bottle_plugin_{so}"))));
-        assert!(!is_candidate(OsStr::new(&format!("{lib}bottle_plugin_x.rlib"))));
-        assert!(!is_candidate(OsStr::new(&format!("{lib}testplugin_fixture{so}"))));
+        assert!(!is_candidate(OsStr::new(&format!(
+            "{lib}bottle_plugin_{so}"
+        ))));
+        assert!(!is_candidate(OsStr::new(&format!(
+            "{lib}bottle_plugin_x.rlib"
+        ))));
+        assert!(!is_candidate(OsStr::new(&format!(
+            "{lib}testplugin_fixture{so}"
+        ))));
     }
 
     #[test]

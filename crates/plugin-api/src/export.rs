@@ -1,5 +1,6 @@
 //! The plugin side of the boundary: adapters that turn a core implementation into an FFI
-//! object, the root module built from a plugin's description, and [`export_plugin!`].
+//! object, the root module built from a plugin's description, and
+//! [`export_plugin!`](crate::export_plugin).
 //!
 //! Every call that enters the plugin goes through [`guard`], which catches panics, so that
 //! a panic never unwinds into the host (it would abort it) and comes back as an error of
@@ -66,12 +67,15 @@ macro_rules! export_plugin {
             }
 
             // The symbol abi_stable's loader looks up; `export::tests` checks the name.
+            // SAFETY: the name is abi_stable's own for a library's root module header; a
+            // library exports it once, from this macro.
             #[unsafe(no_mangle)]
             #[allow(non_upper_case_globals)]
             pub static _1as_0lib_1header_0root_bmodule_bloader:
                 $crate::abi_stable::library::LibHeader =
                 $crate::export::lib_header::<BottlePlugin>();
 
+            // SAFETY: a name of bottle's own, exported once per library, by this macro.
             #[unsafe(no_mangle)]
             pub static BOTTLE_PLUGIN_API_VERSION: u32 =
                 <BottlePlugin as $crate::export::Export>::API_VERSION;
@@ -112,7 +116,8 @@ macro_rules! export_plugin {
     };
 }
 
-/// A plugin as [`export_plugin!`] describes it; implemented by the macro only.
+/// A plugin as [`export_plugin!`](crate::export_plugin) describes it; only the macro
+/// implements it.
 pub trait Export: 'static {
     const NAME: &'static str;
     const KIND: PluginKind;
@@ -140,18 +145,21 @@ fn wrong_kind(name: &str, is: PluginKind, asked: PluginKind) -> BackendError {
     )
 }
 
+/// Boxes what a net plugin's `new` built; a compile error here names the missing trait.
 pub fn boxed_net<T: NetScoper + 'static>(
     built: Result<T, BackendError>,
 ) -> Result<Box<dyn NetScoper>, BackendError> {
     built.map(|t| Box::new(t) as Box<dyn NetScoper>)
 }
 
+/// Boxes what a VMM plugin's `new` built.
 pub fn boxed_vmm<T: VmmBackend + 'static>(
     built: Result<T, BackendError>,
 ) -> Result<Box<dyn VmmBackend>, BackendError> {
     built.map(|t| Box::new(t) as Box<dyn VmmBackend>)
 }
 
+/// Boxes what a runtime plugin's `new` built.
 pub fn boxed_runtime<T: BundleRuntime + 'static>(
     built: Result<T, BackendError>,
 ) -> Result<Box<dyn BundleRuntime>, BackendError> {
@@ -245,9 +253,7 @@ extern "C" fn new_vmm<P: Export>(settings: RStr<'_>) -> RResult<FfiVmmBackendBox
         .map(|inner| FfiVmmBackend_TO::from_value(Exported::new(P::NAME, inner), TD_Opaque))
 }
 
-extern "C" fn new_runtime<P: Export>(
-    settings: RStr<'_>,
-) -> RResult<FfiBundleRuntimeBox, FfiError> {
+extern "C" fn new_runtime<P: Export>(settings: RStr<'_>) -> RResult<FfiBundleRuntimeBox, FfiError> {
     construct(P::NAME, settings, P::new_runtime)
         .map(|inner| FfiBundleRuntime_TO::from_value(Exported::new(P::NAME, inner), TD_Opaque))
 }
@@ -307,8 +313,11 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, BackendError> {
 /// Decodes one JSON argument the host sent.
 fn arg<T: DeserializeOwned>(json: RStr<'_>, what: &str) -> Result<T, BackendError> {
     serde_json::from_str(json.as_str()).map_err(|e| {
-        BackendError::new(ErrorKind::InvalidInput, format!("cannot decode the {what} from the host"))
-            .with_cause(&e)
+        BackendError::new(
+            ErrorKind::InvalidInput,
+            format!("cannot decode the {what} from the host"),
+        )
+        .with_cause(&e)
     })
 }
 
@@ -321,7 +330,10 @@ struct Exported<B: ?Sized> {
 
 impl<B: ?Sized> Exported<B> {
     fn new(plugin: &'static str, inner: Box<B>) -> Self {
-        Exported { plugin, inner: ManuallyDrop::new(inner) }
+        Exported {
+            plugin,
+            inner: ManuallyDrop::new(inner),
+        }
     }
 
     fn call<T: Serialize>(
@@ -340,7 +352,10 @@ impl<B: ?Sized> Drop for Exported<B> {
         // own drop, and nothing else drops the field.
         let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(inner) }));
         if dropped.is_err() {
-            tracing::error!(plugin = self.plugin, "a plugin object panicked while dropped");
+            tracing::error!(
+                plugin = self.plugin,
+                "a plugin object panicked while dropped"
+            );
         }
     }
 }
@@ -355,15 +370,21 @@ impl FfiNetScoper for Exported<dyn NetScoper> {
     }
 
     fn ensure_pool(&self, pool: RStr<'_>) -> FfiResult {
-        self.call("ensure_pool", |b| b.ensure_pool(&arg::<AliasPool>(pool, "pool")?))
+        self.call("ensure_pool", |b| {
+            b.ensure_pool(&arg::<AliasPool>(pool, "pool")?)
+        })
     }
 
     fn pool_status(&self, pool: RStr<'_>) -> FfiResult {
-        self.call("pool_status", |b| b.pool_status(&arg::<AliasPool>(pool, "pool")?))
+        self.call("pool_status", |b| {
+            b.pool_status(&arg::<AliasPool>(pool, "pool")?)
+        })
     }
 
     fn listeners_on(&self, pool: RStr<'_>) -> FfiResult {
-        self.call("listeners_on", |b| b.listeners_on(&arg::<AliasPool>(pool, "pool")?))
+        self.call("listeners_on", |b| {
+            b.listeners_on(&arg::<AliasPool>(pool, "pool")?)
+        })
     }
 }
 
@@ -389,7 +410,9 @@ impl FfiVmmBackend for Exported<dyn VmmBackend> {
     }
 
     fn effective_policy(&self, machine: RStr<'_>) -> FfiResult {
-        self.call("effective_policy", |b| b.effective_policy(&machine_arg(machine)?))
+        self.call("effective_policy", |b| {
+            b.effective_policy(&machine_arg(machine)?)
+        })
     }
 
     fn start(&self, machine: RStr<'_>) -> FfiResult {
@@ -435,7 +458,9 @@ impl FfiBundleRuntime for Exported<dyn BundleRuntime> {
     }
 
     fn start_bundle(&self, spec: RStr<'_>) -> FfiResult {
-        self.call("start_bundle", |b| b.start_bundle(&arg::<BundleLaunchSpec>(spec, "spec")?))
+        self.call("start_bundle", |b| {
+            b.start_bundle(&arg::<BundleLaunchSpec>(spec, "spec")?)
+        })
     }
 
     fn host_port(&self, slug: RStr<'_>, service: RStr<'_>, container_port: u16) -> FfiResult {
@@ -447,7 +472,9 @@ impl FfiBundleRuntime for Exported<dyn BundleRuntime> {
     }
 
     fn stop_bundle(&self, slug: RStr<'_>) -> FfiResult {
-        self.call("stop_bundle", |b| b.stop_bundle(&arg::<Slug>(slug, "slug")?))
+        self.call("stop_bundle", |b| {
+            b.stop_bundle(&arg::<Slug>(slug, "slug")?)
+        })
     }
 
     fn list_owned(&self) -> FfiResult {
@@ -472,7 +499,9 @@ mod tests {
         let result = guard::<()>("test-plugin", "describe", || panic!("boom"));
         let err = BackendError::from(result.into_result().unwrap_err());
         assert_eq!(err.kind, ErrorKind::Panicked);
-        assert!(err.message.starts_with("plugin `test-plugin` panicked in `describe`: boom"));
+        assert!(err
+            .message
+            .starts_with("plugin `test-plugin` panicked in `describe`: boom"));
     }
 
     #[test]
@@ -483,7 +512,10 @@ mod tests {
             Err(BackendError::new(ErrorKind::NotFound, "no such machine").with_cause_text("gone"))
         });
         let back = BackendError::from(err.into_result().unwrap_err());
-        assert_eq!((back.kind, back.causes), (ErrorKind::NotFound, vec!["gone".to_owned()]));
+        assert_eq!(
+            (back.kind, back.causes),
+            (ErrorKind::NotFound, vec!["gone".to_owned()])
+        );
     }
 
     #[test]
@@ -491,7 +523,11 @@ mod tests {
         let err = arg::<AliasPool>(RStr::from_str("\"10.0.0.0/8\""), "pool").unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput);
         assert_eq!(err.message, "cannot decode the pool from the host");
-        assert!(err.causes[0].contains("outside 127.0.0.0/8"), "{:?}", err.causes);
+        assert!(
+            err.causes[0].contains("outside 127.0.0.0/8"),
+            "{:?}",
+            err.causes
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub mod level {
     pub const DEBUG: u8 = 4;
     pub const TRACE: u8 = 5;
 
+    /// The number of a level.
     pub fn to_u8(level: &Level) -> u8 {
         match *level {
             Level::ERROR => ERROR,
@@ -216,7 +217,13 @@ mod tests {
     #[test]
     fn levels_round_trip() {
         use tracing_core::Level;
-        for l in [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE] {
+        for l in [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ] {
             assert_eq!(level::from_u8(level::to_u8(&l)), l);
         }
         assert_eq!(level::from_u8(0), Level::TRACE);

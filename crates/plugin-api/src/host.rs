@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use abi_stable::std_types::{RResult, RStr, RString};
 use bottle_core::{
     AgentSpec, AliasPool, AliasUse, BackendError, BundleLaunchSpec, BundleRuntime, EgressPolicy,
-    ErrorKind, ExecOutput, ExecStdio, Machine, MachineState, NetScoper, OwnedResource,
-    PoolReport, ServiceEndpoint, ServiceName, Slug, VmmBackend, VmmProbe,
+    ErrorKind, ExecOutput, ExecStdio, Machine, MachineState, NetScoper, OwnedResource, PoolReport,
+    ServiceEndpoint, ServiceName, Slug, VmmBackend, VmmProbe,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,8 +18,11 @@ use crate::ffi::{FfiBundleRuntimeBox, FfiError, FfiNetScoperBox, FfiVmmBackendBo
 /// in a core type's `Serialize`, reported as an error rather than a panic all the same.
 fn encode<T: Serialize>(plugin: &str, value: &T) -> Result<String, BackendError> {
     serde_json::to_string(value).map_err(|e| {
-        BackendError::new(ErrorKind::Other, format!("cannot encode an argument for `{plugin}`"))
-            .with_cause(&e)
+        BackendError::new(
+            ErrorKind::Other,
+            format!("cannot encode an argument for `{plugin}`"),
+        )
+        .with_cause(&e)
     })
 }
 
@@ -60,17 +63,29 @@ impl NetScoper for HostNetScoper {
 
     fn ensure_pool(&self, pool: &AliasPool) -> Result<PoolReport, BackendError> {
         let pool = encode(&self.plugin, pool)?;
-        decode(&self.plugin, "ensure_pool", self.inner.ensure_pool(rstr(&pool)))
+        decode(
+            &self.plugin,
+            "ensure_pool",
+            self.inner.ensure_pool(rstr(&pool)),
+        )
     }
 
     fn pool_status(&self, pool: &AliasPool) -> Result<Vec<AliasUse>, BackendError> {
         let pool = encode(&self.plugin, pool)?;
-        decode(&self.plugin, "pool_status", self.inner.pool_status(rstr(&pool)))
+        decode(
+            &self.plugin,
+            "pool_status",
+            self.inner.pool_status(rstr(&pool)),
+        )
     }
 
     fn listeners_on(&self, pool: &AliasPool) -> Result<Vec<Ipv4Addr>, BackendError> {
         let pool = encode(&self.plugin, pool)?;
-        decode(&self.plugin, "listeners_on", self.inner.listeners_on(rstr(&pool)))
+        decode(
+            &self.plugin,
+            "listeners_on",
+            self.inner.listeners_on(rstr(&pool)),
+        )
     }
 }
 
@@ -108,7 +123,11 @@ impl VmmBackend for HostVmmBackend {
     fn create(&self, agent: &AgentSpec, policy: &EgressPolicy) -> Result<Machine, BackendError> {
         let agent = encode(&self.plugin, agent)?;
         let policy = encode(&self.plugin, policy)?;
-        decode(&self.plugin, "create", self.inner.create(rstr(&agent), rstr(&policy)))
+        decode(
+            &self.plugin,
+            "create",
+            self.inner.create(rstr(&agent), rstr(&policy)),
+        )
     }
 
     fn effective_policy(&self, machine: &Machine) -> Result<EgressPolicy, BackendError> {
@@ -139,7 +158,9 @@ impl VmmBackend for HostVmmBackend {
     ) -> Result<ExecOutput, BackendError> {
         let command = encode(&self.plugin, &command)?;
         let stdio = encode(&self.plugin, &stdio)?;
-        self.machine_call("exec", machine, |b, m| b.exec(m, rstr(&command), rstr(&stdio)))
+        self.machine_call("exec", machine, |b, m| {
+            b.exec(m, rstr(&command), rstr(&stdio))
+        })
     }
 
     fn list_machines(&self) -> Result<Vec<Machine>, BackendError> {
@@ -164,7 +185,11 @@ impl BundleRuntime for HostBundleRuntime {
 
     fn start_bundle(&self, spec: &BundleLaunchSpec) -> Result<Vec<ServiceEndpoint>, BackendError> {
         let spec = encode(&self.plugin, spec)?;
-        decode(&self.plugin, "start_bundle", self.inner.start_bundle(rstr(&spec)))
+        decode(
+            &self.plugin,
+            "start_bundle",
+            self.inner.start_bundle(rstr(&spec)),
+        )
     }
 
     fn host_port(
@@ -175,13 +200,19 @@ impl BundleRuntime for HostBundleRuntime {
     ) -> Result<ServiceEndpoint, BackendError> {
         let slug = encode(&self.plugin, slug)?;
         let service = encode(&self.plugin, service)?;
-        let result = self.inner.host_port(rstr(&slug), rstr(&service), container_port);
+        let result = self
+            .inner
+            .host_port(rstr(&slug), rstr(&service), container_port);
         decode(&self.plugin, "host_port", result)
     }
 
     fn stop_bundle(&self, slug: &Slug) -> Result<(), BackendError> {
         let slug = encode(&self.plugin, slug)?;
-        decode(&self.plugin, "stop_bundle", self.inner.stop_bundle(rstr(&slug)))
+        decode(
+            &self.plugin,
+            "stop_bundle",
+            self.inner.stop_bundle(rstr(&slug)),
+        )
     }
 
     fn list_owned(&self) -> Result<Vec<OwnedResource>, BackendError> {

@@ -34,7 +34,9 @@ impl Callsite for PluginCallsite {
     fn set_interest(&self, _: Interest) {}
 
     fn metadata(&self) -> &Metadata<'_> {
-        self.metadata.get().expect("the metadata is set before the callsite is registered")
+        self.metadata
+            .get()
+            .expect("the metadata is set before the callsite is registered")
     }
 }
 
@@ -49,8 +51,9 @@ fn callsite(plugin: &str, level: Level) -> &'static Metadata<'static> {
     if let Some(metadata) = callsites.get(&(plugin.to_owned(), level)) {
         return metadata;
     }
-    let site: &'static PluginCallsite =
-        Box::leak(Box::new(PluginCallsite { metadata: OnceLock::new() }));
+    let site: &'static PluginCallsite = Box::leak(Box::new(PluginCallsite {
+        metadata: OnceLock::new(),
+    }));
     let target: &'static str = Box::leak(format!("plugin::{plugin}").into_boxed_str());
     let metadata = site.metadata.get_or_init(|| {
         Metadata::new(
@@ -81,14 +84,17 @@ extern "C" fn enabled(plugin: RStr<'_>, level: u8) -> bool {
 extern "C" fn emit(plugin: RStr<'_>, level: u8, target: RStr<'_>, message: RStr<'_>) {
     let metadata = callsite(plugin.as_str(), level::from_u8(level));
     let fields = metadata.fields();
-    let (Some(message_field), Some(origin_field)) = (fields.field("message"), fields.field("origin"))
+    let (Some(message_field), Some(origin_field)) =
+        (fields.field("message"), fields.field("origin"))
     else {
         return;
     };
     let message = format_args!("{}", message.as_str());
     let origin = target.as_str();
-    let values: [(&_, Option<&dyn Value>); 2] =
-        [(&message_field, Some(&message)), (&origin_field, Some(&origin))];
+    let values: [(&_, Option<&dyn Value>); 2] = [
+        (&message_field, Some(&message)),
+        (&origin_field, Some(&origin)),
+    ];
     Event::dispatch(metadata, &fields.value_set(&values));
 }
 
@@ -119,7 +125,10 @@ mod tests {
             let mut m = Message(String::new());
             event.record(&mut m);
             let meta = event.metadata();
-            self.0.lock().unwrap().push(format!("{} {}{}", meta.target(), meta.level(), m.0));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}{}", meta.target(), meta.level(), m.0));
         }
     }
 
@@ -134,7 +143,12 @@ mod tests {
             let plugin = RStr::from_str("net-test");
             assert!((log.enabled)(plugin, level::WARN));
             assert!(!(log.enabled)(plugin, level::DEBUG));
-            (log.emit)(plugin, level::WARN, RStr::from_str("net_test::pool"), "alias missing".into());
+            (log.emit)(
+                plugin,
+                level::WARN,
+                RStr::from_str("net_test::pool"),
+                "alias missing".into(),
+            );
         });
         assert_eq!(
             *lines.0.lock().unwrap(),

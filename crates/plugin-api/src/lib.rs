@@ -32,9 +32,9 @@
 //! [`NetScoper`](bottle_core::NetScoper), [`VmmBackend`](bottle_core::VmmBackend) and
 //! [`BundleRuntime`](bottle_core::BundleRuntime).
 
-pub use bottle_core;
 #[doc(hidden)]
 pub use abi_stable;
+pub use bottle_core;
 #[doc(hidden)]
 pub use serde_json;
 

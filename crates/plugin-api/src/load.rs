@@ -51,19 +51,26 @@ pub(crate) struct Loaded {
 /// unloading a library whose initialisers ran is not reliably safe.
 pub(crate) fn load(path: &Path) -> Result<(Loaded, Manifest), Rejection> {
     let library = RawLibrary::load_at(path).map_err(|e| match e {
-        LibraryError::OpenError { err, .. } => Rejection::CannotOpen { detail: one_line(&err) },
-        other => Rejection::CannotOpen { detail: one_line(&other) },
+        LibraryError::OpenError { err, .. } => Rejection::CannotOpen {
+            detail: one_line(&err),
+        },
+        other => Rejection::CannotOpen {
+            detail: one_line(&other),
+        },
     })?;
     let library: &'static RawLibrary = Box::leak(Box::new(library));
 
     // SAFETY: the symbol abi_stable looks up is a static of type `LibHeader` in every library
     // that abi_stable built; nothing else exports that mangled name.
-    let abi_header = unsafe { abi_header_from_raw_library(library) }
-        .map_err(|_| Rejection::NotAPlugin)?;
+    let abi_header =
+        unsafe { abi_header_from_raw_library(library) }.map_err(|_| Rejection::NotAPlugin)?;
 
     let found = api_version(library).ok_or(Rejection::NotAPlugin)?;
     if found != PLUGIN_API_VERSION {
-        return Err(Rejection::ApiVersion { found, expected: PLUGIN_API_VERSION });
+        return Err(Rejection::ApiVersion {
+            found,
+            expected: PLUGIN_API_VERSION,
+        });
     }
 
     if !abi_header.is_valid() {
@@ -73,19 +80,24 @@ pub(crate) fn load(path: &Path) -> Result<(Loaded, Manifest), Rejection> {
             expected: version(&AbiHeader::VALUE),
         });
     }
-    let header = abi_header.upgrade().map_err(|e| Rejection::InitFailed { detail: one_line(&e) })?;
+    let header = abi_header.upgrade().map_err(|e| Rejection::InitFailed {
+        detail: one_line(&e),
+    })?;
     let module = header.check_layout::<PluginModRef>().map_err(|e| match e {
         LibraryError::AbiInstability(report) => {
             tracing::debug!(path = %path.display(), "layout mismatch:\n{report}");
             Rejection::Layout
         }
-        LibraryError::RootModule { err, .. } => Rejection::InitFailed { detail: one_line(&err) },
-        other => Rejection::InitFailed { detail: one_line(&other) },
+        LibraryError::RootModule { err, .. } => Rejection::InitFailed {
+            detail: one_line(&err),
+        },
+        other => Rejection::InitFailed {
+            detail: one_line(&other),
+        },
     })?;
 
     let ffi = (module.manifest())();
-    let manifest =
-        Manifest::from_ffi(ffi).map_err(|kind| Rejection::UnknownKind { kind })?;
+    let manifest = Manifest::from_ffi(ffi).map_err(|kind| Rejection::UnknownKind { kind })?;
     (module.init_logging())(host_log::host_log());
     Ok((Loaded { module }, manifest))
 }
@@ -108,5 +120,8 @@ fn api_version(library: &'static RawLibrary) -> Option<u32> {
 
 /// An error's text on one line: abi_stable and dlopen messages span several.
 fn one_line(err: &dyn std::fmt::Display) -> String {
-    err.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    err.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }

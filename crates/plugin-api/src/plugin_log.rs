@@ -26,9 +26,12 @@ thread_local! {
 /// Installs the forwarding subscriber and the panic hook. A second call (the same library
 /// loaded again) changes nothing: the first subscriber already forwards to the same host.
 pub(crate) fn install(plugin: &'static str, host: HostLog) {
-    let forwarder = Forwarder { plugin, host, next_span: AtomicU64::new(1) };
-    if tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forwarder))
-        .is_ok()
+    let forwarder = Forwarder {
+        plugin,
+        host,
+        next_span: AtomicU64::new(1),
+    };
+    if tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forwarder)).is_ok()
     {
         std::panic::set_hook(Box::new(|info| {
             let location = info.location().map(|l| l.to_string());
@@ -144,12 +147,14 @@ mod tests {
             kind: tracing_core::metadata::Kind::EVENT,
         };
         let fields = META.fields();
-        let [message, service, port] = ["message", "service", "port"].map(|n| {
-            fields.field(n).expect("the field is declared above")
-        });
+        let [message, service, port] = ["message", "service", "port"]
+            .map(|n| fields.field(n).expect("the field is declared above"));
         let args = format_args!("service started");
-        let values: [(&Field, Option<&dyn Value>); 3] =
-            [(&message, Some(&args)), (&service, Some(&"web")), (&port, Some(&8080u16))];
+        let values: [(&Field, Option<&dyn Value>); 3] = [
+            (&message, Some(&args)),
+            (&service, Some(&"web")),
+            (&port, Some(&8080u16)),
+        ];
         let set = fields.value_set(&values);
         let mut text = Text::default();
         set.record(&mut text);

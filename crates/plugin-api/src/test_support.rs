@@ -20,7 +20,10 @@ pub fn build_cdylibs(packages: &[&str]) -> Result<BTreeMap<String, PathBuf>, Str
         command.args(["-p", package]);
     }
     command.env("CARGO_TARGET_DIR", target_dir()?);
-    let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    tracing::debug!(?command, "building plugin libraries");
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "{command:?} failed with {}:\n{}",
@@ -30,7 +33,9 @@ pub fn build_cdylibs(packages: &[&str]) -> Result<BTreeMap<String, PathBuf>, Str
     }
     let mut found = BTreeMap::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }
@@ -69,7 +74,8 @@ fn target_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
     exe.ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").is_file() || dir.join(".rustc_info.json").is_file())
         .map(Path::to_path_buf)
@@ -87,7 +93,11 @@ pub fn install(library: &Path, dir: &Path, name: &str) -> PathBuf {
     );
     let path = dir.join(file);
     if let Err(e) = std::fs::copy(library, &path) {
-        panic!("cannot copy {} to {}: {e}", library.display(), path.display());
+        panic!(
+            "cannot copy {} to {}: {e}",
+            library.display(),
+            path.display()
+        );
     }
     path
 }

@@ -122,6 +122,7 @@ pub(crate) fn owned_containers(json: &str) -> Result<Vec<OwnedResource>, serde_j
                 name,
                 published_on,
                 running: c.state.running,
+                instance: None,
             })
         })
         .collect())
@@ -140,6 +141,7 @@ pub(crate) fn owned_networks(json: &str) -> Result<Vec<OwnedResource>, serde_jso
                 name: n.name,
                 published_on: Vec::new(),
                 running: true,
+                instance: None,
             })
         })
         .collect())
@@ -229,6 +231,7 @@ mod tests {
                     name: "bottle-sample-web".to_owned(),
                     published_on: vec![Ipv4Addr::new(127, 0, 0, 230)],
                     running: true,
+                    instance: None,
                 },
                 OwnedResource {
                     slug: sample,
@@ -236,6 +239,7 @@ mod tests {
                     name: "bottle-sample-stopped".to_owned(),
                     published_on: vec![Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(127, 0, 0, 230)],
                     running: false,
+                    instance: None,
                 },
             ]
         );

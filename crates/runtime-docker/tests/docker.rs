@@ -199,6 +199,20 @@ fn container_ip(container: &str) -> String {
         .to_owned()
 }
 
+/// The subnets of `networks` and the addresses of their containers, to explain a failure.
+fn network_state(networks: &[&str]) -> String {
+    let format = "{{.Name}} {{.Id}} {{range .IPAM.Config}}{{.Subnet}}{{end}}: \
+                  {{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}";
+    let mut args = vec!["network", "inspect", "--format", format];
+    args.extend(networks);
+    let tmp = Command::new("sh").args(["-c", "date +%T.%N; docker network ls --no-trunc; iptables -L DOCKER-ISOLATION-STAGE-1 -v -n; iptables -L DOCKER-ISOLATION-STAGE-2 -v -n; iptables -L FORWARD -v -n; ip -br addr"]).output().unwrap();
+    format!(
+        "{}\n{}",
+        docker(&args).trim(),
+        String::from_utf8_lossy(&tmp.stdout)
+    )
+}
+
 /// A docker wrapper that runs the real docker, with extra environment or rewritten output.
 fn wrapper(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("docker");
@@ -323,19 +337,15 @@ fn bundles_of_two_bottles_cannot_reach_each_other() {
     }
 
     // Across bottles, neither by name nor by IP, in either direction.
-    for host in [web_b, &container_ip(web_b)] {
-        let page = get_from_container(peer_a, host);
-        assert!(
-            !page.contains(PAGE),
-            "{peer_a} reached {host} of another bottle"
-        );
-    }
-    for host in [web_a, &container_ip(web_a)] {
-        let page = get_from_container(web_b, host);
-        assert!(
-            !page.contains(PAGE),
-            "{web_b} reached {host} of another bottle"
-        );
+    for (from, to) in [(peer_a, web_b), (web_b, web_a)] {
+        for host in [to, &container_ip(to)] {
+            let page = get_from_container(from, host);
+            assert!(
+                !page.contains(PAGE),
+                "{from} reached {host} of another bottle; {}",
+                network_state(&["bottle-rd-iso-a", "bottle-rd-iso-b"])
+            );
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `net-macos` plugin: bottle's alias pool on macOS (lo0 aliases, one sudo call), as a library bottle loads at run time.
+//! The `net-macos` plugin: bottle's alias pool on macOS (lo0 aliases, one sudo call), as a
+//! library bottle loads at run time.
 //!
 //! The implementation lives in its own crate; this one only exports it.
 

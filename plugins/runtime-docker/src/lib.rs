@@ -1,4 +1,5 @@
-//! The `runtime-docker` plugin: services as Docker containers, as a library bottle loads at run time.
+//! The `runtime-docker` plugin: a bottle's services as Docker containers, as a library
+//! bottle loads at run time.
 //!
 //! The implementation lives in its own crate; this one only exports it.
 

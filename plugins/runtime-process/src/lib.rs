@@ -12,8 +12,8 @@
 //! it listens anywhere else. What runs is recorded under the state directory, so that
 //! another process can stop it or list it after a crash.
 //!
-//! Settings: `state_dir` (added by the host), `start_timeout_ms` (default 10000),
-//! `stop_timeout_ms` (default 5000).
+//! Settings: `state_dir` and `instance` (added by the host), `start_timeout_ms` (default
+//! 10000), `stop_timeout_ms` (default 5000).
 //!
 //! Limitations: Linux only (the listener check reads `/proc`); the service inherits the
 //! host's environment, less bottle's own `BOTTLE_*` variables; a service that daemonises
@@ -86,7 +86,10 @@ impl ProcessRuntime {
         let mut child = command.spawn().map_err(|e| {
             BackendError::new(
                 ErrorKind::Unavailable,
-                format!("cannot start service `{}`: `{}` did not run", service.name, service.command[0]),
+                format!(
+                    "cannot start service `{}`: `{}` did not run",
+                    service.name, service.command[0]
+                ),
             )
             .with_cause(&e)
             .with_cause_text(format!("in {}", spec.spec_dir.display()))
@@ -103,7 +106,12 @@ impl ProcessRuntime {
         });
         self.store.write(record)?;
 
-        let started = Started { name: &service.name, alias, port: host_port, log: &log };
+        let started = Started {
+            name: &service.name,
+            alias,
+            port: host_port,
+            log: &log,
+        };
         started.wait_until_answering(&mut child, self.settings.start_timeout)?;
         scope::check(&service.name, pid, alias, host_port)?;
         tracing::info!(service = %service.name, "service answers on {alias}:{host_port}");
@@ -118,7 +126,9 @@ impl ProcessRuntime {
     /// Undoes a failed start: stops what `record` says started and removes the record. A
     /// failure to clean up is added to `err`; the record then stays, for `stop_bundle`.
     fn roll_back(&self, record: &BundleRecord, err: BackendError) -> BackendError {
-        let cleaned = self.stop_services(record).and_then(|()| self.store.remove(&record.slug));
+        let cleaned = self
+            .stop_services(record)
+            .and_then(|()| self.store.remove(&record.slug));
         match cleaned {
             Ok(()) => err,
             Err(cleanup) => err.with_cause_text(format!("and cleaning up failed: {cleanup}")),
@@ -163,7 +173,11 @@ fn validate(spec: &BundleLaunchSpec) -> Result<(), BackendError> {
                 service.ports.len()
             ));
         }
-        if service.command.first().is_none_or(|program| program.is_empty()) {
+        if service
+            .command
+            .first()
+            .is_none_or(|program| program.is_empty())
+        {
             return invalid(format!("service `{name}` has no command to run"));
         }
     }
@@ -174,17 +188,25 @@ fn validate(spec: &BundleLaunchSpec) -> Result<(), BackendError> {
 fn free_port(alias: Ipv4Addr) -> Result<u16, BackendError> {
     let listener = TcpListener::bind((alias, 0)).and_then(|l| l.local_addr());
     listener.map(|addr| addr.port()).map_err(|e| {
-        BackendError::new(ErrorKind::Unavailable, format!("cannot find a free port on {alias}"))
-            .with_cause(&e)
+        BackendError::new(
+            ErrorKind::Unavailable,
+            format!("cannot find a free port on {alias}"),
+        )
+        .with_cause(&e)
     })
 }
 
 /// Creates the service's log file, empty, for its stdout and stderr.
 fn open_log(dir: &Path, log: &Path) -> Result<File, BackendError> {
-    fs::create_dir_all(dir).and_then(|()| File::create(log)).map_err(|e| {
-        BackendError::new(ErrorKind::Other, format!("cannot create the log file {}", log.display()))
+    fs::create_dir_all(dir)
+        .and_then(|()| File::create(log))
+        .map_err(|e| {
+            BackendError::new(
+                ErrorKind::Other,
+                format!("cannot create the log file {}", log.display()),
+            )
             .with_cause(&e)
-    })
+        })
 }
 
 /// The command that runs `service`: in its own process group, in the spec's directory, with
@@ -199,7 +221,9 @@ fn service_command(
         BackendError::new(ErrorKind::Other, "cannot share the log file with stderr").with_cause(&e)
     })?;
     let mut command = Command::new(&service.command[0]);
-    command.args(&service.command[1..]).current_dir(&spec.spec_dir);
+    command
+        .args(&service.command[1..])
+        .current_dir(&spec.spec_dir);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("BOTTLE_") {
             command.env_remove(key);
@@ -240,7 +264,11 @@ struct Started<'a> {
 impl Started<'_> {
     /// Waits until `alias:port` accepts a connection; fails when the service exits first or
     /// `timeout` passes.
-    fn wait_until_answering(&self, child: &mut Child, timeout: Duration) -> Result<(), BackendError> {
+    fn wait_until_answering(
+        &self,
+        child: &mut Child,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
         let address = SocketAddr::from((self.alias, self.port));
         let deadline = Instant::now() + timeout;
         loop {
@@ -248,7 +276,7 @@ impl Started<'_> {
                 return Err(self.with_log(BackendError::new(
                     ErrorKind::CommandFailed,
                     format!(
-                        "service `{}` exited ({status}) before it accepted connections on {address}",
+                        "service `{}` exited ({status}) before accepting connections on {address}",
                         self.name
                     ),
                 )));
@@ -287,7 +315,8 @@ fn log_tail(path: &Path, lines: usize) -> Option<String> {
     const WINDOW: u64 = 8 * 1024;
     let mut file = File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(WINDOW))).ok()?;
+    file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))
+        .ok()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes);
@@ -305,7 +334,10 @@ impl BundleRuntime for ProcessRuntime {
             "services run as host processes, each in its own process group, bound to the \
              bottle's alias"
                 .to_owned(),
-            format!("records and service logs: {}", self.settings.state_dir.display()),
+            format!(
+                "records and service logs: {}",
+                self.settings.state_dir.display()
+            ),
             if cfg!(target_os = "linux") {
                 "listener check: /proc/net/tcp and /proc/net/tcp6".to_owned()
             } else {
@@ -326,8 +358,12 @@ impl BundleRuntime for ProcessRuntime {
             self.store.remove(&spec.slug)?;
         }
 
-        let mut record =
-            BundleRecord { slug: spec.slug.clone(), alias: spec.publish_host_ip, services: Vec::new() };
+        let mut record = BundleRecord {
+            slug: spec.slug.clone(),
+            instance: self.settings.instance.clone(),
+            alias: spec.publish_host_ip,
+            services: Vec::new(),
+        };
         let mut endpoints = Vec::with_capacity(spec.services.len());
         for service in &spec.services {
             match self.start_service(spec, service, &mut record) {
@@ -389,6 +425,7 @@ impl BundleRuntime for ProcessRuntime {
                     name: service.pid.to_string(),
                     published_on: vec![record.alias],
                     running: group::still_running(service),
+                    instance: record.instance.clone(),
                 });
             }
         }
@@ -428,7 +465,10 @@ mod tests {
     #[test]
     fn images_and_other_than_one_port_are_refused() {
         let cases = [
-            (service(Some("nginx"), &["nginx"], &[80]), "names an image (nginx)"),
+            (
+                service(Some("nginx"), &["nginx"], &[80]),
+                "names an image (nginx)",
+            ),
             (service(None, &["srv"], &[80, 81]), "lists 2 ports"),
             (service(None, &["srv"], &[]), "lists 0 ports"),
             (service(None, &[], &[80]), "has no command"),
@@ -444,7 +484,11 @@ mod tests {
     #[test]
     fn only_loopback_aliases_are_accepted() {
         let mut s = spec(vec![]);
-        for bad in [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST] {
+        for bad in [
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::LOCALHOST,
+        ] {
             s.publish_host_ip = bad;
             assert_eq!(validate(&s).unwrap_err().kind, ErrorKind::InvalidInput);
         }

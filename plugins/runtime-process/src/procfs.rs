@@ -35,7 +35,9 @@ pub fn stat(pid: u32) -> Option<Stat> {
 
 /// The processes of group `pgid` that are not zombies.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -47,11 +49,17 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 pub fn socket_inodes(pids: &[u32]) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.filter_map(Result::ok) {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
             let target = target.to_string_lossy();
-            if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']'))
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
             {
                 inodes.extend(inode.parse::<u64>().ok());
             }
@@ -70,7 +78,10 @@ pub struct Listener {
 
 /// The listening sockets in the text of `/proc/net/tcp` or `/proc/net/tcp6`.
 pub fn parse_listeners(text: &str) -> Vec<Listener> {
-    text.lines().skip(1).filter_map(parse_listener_line).collect()
+    text.lines()
+        .skip(1)
+        .filter_map(parse_listener_line)
+        .collect()
 }
 
 fn parse_listener_line(line: &str) -> Option<Listener> {
@@ -96,7 +107,9 @@ fn parse_addr(hex: &str) -> Option<IpAddr> {
     }
     match bytes.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
         _ => None,
     }
 }
@@ -120,7 +133,14 @@ mod tests {
         let text = "4242 (my (odd) svc) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
                     987654 1000000 100 18446744073709551615";
         let stat = parse_stat(text).unwrap();
-        assert_eq!(stat, Stat { state: 'S', pgrp: 4242, start_time: 987654 });
+        assert_eq!(
+            stat,
+            Stat {
+                state: 'S',
+                pgrp: 4242,
+                start_time: 987654
+            }
+        );
         assert_eq!(parse_stat("12 (x) Z"), None);
     }
 
@@ -130,7 +150,8 @@ mod tests {
 
     #[test]
     fn listening_sockets_are_decoded_in_the_machines_byte_order() {
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   \
+        let header =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   \
                       uid  timeout inode";
         let v4 = format!(
             "{header}\n   0: {}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  \
@@ -143,7 +164,11 @@ mod tests {
         let parsed = parse_listeners(&v4);
         assert_eq!(
             parsed,
-            [Listener { addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 200)), port: 8080, inode: 5551 }]
+            [Listener {
+                addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 200)),
+                port: 8080,
+                inode: 5551
+            }]
         );
 
         let mut any = String::new();
@@ -156,7 +181,11 @@ mod tests {
         );
         assert_eq!(
             parse_listeners(&v6),
-            [Listener { addr: IpAddr::V6(Ipv6Addr::LOCALHOST), port: 80, inode: 777 }]
+            [Listener {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                port: 80,
+                inode: 777
+            }]
         );
     }
 

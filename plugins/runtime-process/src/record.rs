@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleRecord {
     pub slug: Slug,
+    /// The bottle home that started the bundle (the host's `instance` setting), if known.
+    #[serde(default)]
+    pub instance: Option<String>,
     pub alias: Ipv4Addr,
     pub services: Vec<ServiceRecord>,
 }
@@ -50,7 +53,9 @@ fn state_error(what: String, e: &(dyn std::error::Error + 'static)) -> BackendEr
 
 impl Store {
     pub fn new(state_dir: &Path) -> Self {
-        Store { dir: state_dir.to_path_buf() }
+        Store {
+            dir: state_dir.to_path_buf(),
+        }
     }
 
     fn bundles(&self) -> PathBuf {
@@ -138,6 +143,7 @@ mod tests {
         assert_eq!(store.read(&slug).unwrap(), None);
         let record = BundleRecord {
             slug: slug.clone(),
+            instance: Some("home-1".to_owned()),
             alias: Ipv4Addr::new(127, 0, 0, 17),
             services: vec![ServiceRecord {
                 name: "web".parse().unwrap(),
@@ -162,7 +168,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bundles")).unwrap();
         std::fs::write(dir.path().join("bundles/x.json"), "{").unwrap();
-        let err = Store::new(dir.path()).read(&"x".parse().unwrap()).unwrap_err();
-        assert!(err.message.ends_with("bundles/x.json is not a bundle record"), "{err}");
+        let err = Store::new(dir.path())
+            .read(&"x".parse().unwrap())
+            .unwrap_err();
+        assert!(
+            err.message
+                .ends_with("bundles/x.json is not a bundle record"),
+            "{err}"
+        );
     }
 }

@@ -6,8 +6,11 @@
 //! socket on the host: any socket of the service's process group on another address, and
 //! anything on the service's port at a wildcard or host-loopback address, fails the start.
 
+#[cfg(target_os = "linux")]
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::Ipv4Addr;
+#[cfg(target_os = "linux")]
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use bottle_plugin_api::bottle_core::{BackendError, ErrorKind, ServiceName};
 
@@ -15,6 +18,7 @@ use bottle_plugin_api::bottle_core::{BackendError, ErrorKind, ServiceName};
 use crate::procfs::{self, Listener};
 
 /// Whether `addr` is `alias`, in IPv4 or IPv4-mapped IPv6 form.
+#[cfg(target_os = "linux")]
 fn is_alias(addr: IpAddr, alias: Ipv4Addr) -> bool {
     match addr {
         IpAddr::V4(v4) => v4 == alias,
@@ -23,12 +27,11 @@ fn is_alias(addr: IpAddr, alias: Ipv4Addr) -> bool {
 }
 
 /// The addresses a listener must never have: the wildcards and the host's own loopback.
+#[cfg(target_os = "linux")]
 fn is_wildcard_or_host_loopback(addr: IpAddr) -> bool {
     let v4 = match addr {
         IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED || v6 == Ipv6Addr::LOCALHOST => {
-            return true
-        }
+        IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED || v6 == Ipv6Addr::LOCALHOST => return true,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4,
             None => return false,
@@ -62,7 +65,12 @@ fn stray_listeners(
 /// Fails when the service of process group `pgid`, given `alias:port`, listens anywhere
 /// but on its alias.
 #[cfg(target_os = "linux")]
-pub fn check(service: &ServiceName, pgid: u32, alias: Ipv4Addr, port: u16) -> Result<(), BackendError> {
+pub fn check(
+    service: &ServiceName,
+    pgid: u32,
+    alias: Ipv4Addr,
+    port: u16,
+) -> Result<(), BackendError> {
     let listeners = procfs::listeners().map_err(|e| {
         BackendError::new(
             ErrorKind::ScopeNotEnforceable,
@@ -88,7 +96,12 @@ pub fn check(service: &ServiceName, pgid: u32, alias: Ipv4Addr, port: u16) -> Re
 
 /// Without `/proc` the check cannot be made, and a start that cannot be checked fails.
 #[cfg(not(target_os = "linux"))]
-pub fn check(service: &ServiceName, _pgid: u32, _alias: Ipv4Addr, _port: u16) -> Result<(), BackendError> {
+pub fn check(
+    service: &ServiceName,
+    _pgid: u32,
+    _alias: Ipv4Addr,
+    _port: u16,
+) -> Result<(), BackendError> {
     Err(BackendError::new(
         ErrorKind::ScopeNotEnforceable,
         format!(
@@ -104,7 +117,11 @@ mod tests {
     use super::*;
 
     fn listener(addr: &str, port: u16, inode: u64) -> Listener {
-        Listener { addr: addr.parse().unwrap(), port, inode }
+        Listener {
+            addr: addr.parse().unwrap(),
+            port,
+            inode,
+        }
     }
 
     #[test]
@@ -133,11 +150,19 @@ mod tests {
             listener("127.0.0.1", 4000, 31),
             listener("::ffff:0.0.0.0", 4000, 32),
         ];
-        let stray: Vec<String> =
-            stray_listeners(&listeners, &owned, alias, 4000).iter().map(|a| a.to_string()).collect();
+        let stray: Vec<String> = stray_listeners(&listeners, &owned, alias, 4000)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(
             stray,
-            ["0.0.0.0:4000", "127.0.0.1:4000", "127.0.0.17:6000", "[::]:4000", "[::ffff:0.0.0.0]:4000"]
+            [
+                "0.0.0.0:4000",
+                "127.0.0.1:4000",
+                "127.0.0.17:6000",
+                "[::]:4000",
+                "[::ffff:0.0.0.0]:4000"
+            ]
         );
     }
 }

@@ -15,6 +15,8 @@ const DEFAULT_STOP_TIMEOUT_MS: u64 = 5_000;
 #[serde(deny_unknown_fields)]
 struct Raw {
     state_dir: PathBuf,
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(default = "default_start_timeout_ms")]
     start_timeout_ms: u64,
     #[serde(default = "default_stop_timeout_ms")]
@@ -34,6 +36,9 @@ fn default_stop_timeout_ms() -> u64 {
 pub struct Settings {
     /// Where bundle records and service logs live; the host creates it.
     pub state_dir: PathBuf,
+    /// The id of the bottle home that uses the plugin, when the host gives one; recorded
+    /// with every bundle, so that a record says which home started it.
+    pub instance: Option<String>,
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
 }
@@ -41,17 +46,24 @@ pub struct Settings {
 impl Settings {
     pub fn from_json(value: &serde_json::Value) -> Result<Self, BackendError> {
         let raw = Raw::deserialize(value).map_err(|e| {
-            BackendError::new(ErrorKind::InvalidInput, "invalid settings for runtime-process")
-                .with_cause(&e)
+            BackendError::new(
+                ErrorKind::InvalidInput,
+                "invalid settings for runtime-process",
+            )
+            .with_cause(&e)
         })?;
         if !raw.state_dir.is_absolute() {
             return Err(BackendError::new(
                 ErrorKind::InvalidInput,
-                format!("runtime-process: state_dir {} is not absolute", raw.state_dir.display()),
+                format!(
+                    "runtime-process: state_dir {} is not absolute",
+                    raw.state_dir.display()
+                ),
             ));
         }
         Ok(Settings {
             state_dir: raw.state_dir,
+            instance: raw.instance,
             start_timeout: Duration::from_millis(raw.start_timeout_ms),
             stop_timeout: Duration::from_millis(raw.stop_timeout_ms),
         })
@@ -70,6 +82,8 @@ mod tests {
         assert_eq!(s.start_timeout, Duration::from_secs(10));
         let s = Settings::from_json(&json!({"state_dir": "/s", "start_timeout_ms": 250})).unwrap();
         assert_eq!(s.start_timeout, Duration::from_millis(250));
+        let s = Settings::from_json(&json!({"state_dir": "/s", "instance": "h1"})).unwrap();
+        assert_eq!(s.instance.as_deref(), Some("h1"));
     }
 
     #[test]
@@ -78,6 +92,10 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::InvalidInput);
         assert!(err.causes[0].contains("state_dir"), "{:?}", err.causes);
         let err = Settings::from_json(&json!({"state_dir": "/s", "start_timeout": 1})).unwrap_err();
-        assert!(err.causes[0].contains("unknown field `start_timeout`"), "{:?}", err.causes);
+        assert!(
+            err.causes[0].contains("unknown field `start_timeout`"),
+            "{:?}",
+            err.causes
+        );
     }
 }

@@ -46,8 +46,12 @@ impl World {
         let dir = tempfile::tempdir_in(self.plugins.path()).unwrap();
         test_support::install(library(), dir.path(), "runtime_process");
         let discovery = Discovery::scan(&[dir.path().to_path_buf()]);
-        let Value::Object(settings) = settings else { panic!("settings are an object") };
-        discovery.runtime("process", settings, self.state.path()).unwrap()
+        let Value::Object(settings) = settings else {
+            panic!("settings are an object")
+        };
+        discovery
+            .runtime("process", settings, self.state.path())
+            .unwrap()
     }
 
     fn spec(&self, slug: &str, alias: Ipv4Addr, services: Vec<ServiceLaunch>) -> BundleLaunchSpec {
@@ -89,23 +93,26 @@ fn http_server(name: &str) -> ServiceLaunch {
 
 /// A Python service that writes its pid to `pid_file`, then runs `rest`.
 fn python(name: &str, pid_file: &str, rest: &str) -> ServiceLaunch {
-    let program = format!(
-        "import os, socket, time\nopen({pid_file:?}, 'w').write(str(os.getpid()))\n{rest}"
-    );
+    let program =
+        format!("import os, socket, time\nopen({pid_file:?}, 'w').write(str(os.getpid()))\n{rest}");
     service(name, 9000, &["python3", "-c", &program])
 }
 
 /// Whether process `pid` is gone (or a zombie, which runs nothing).
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
 }
 
 fn http_get(address: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
@@ -117,21 +124,30 @@ fn a_service_answers_on_its_alias_and_a_fresh_instance_stops_it() {
     let world = World::new();
     let alias = Ipv4Addr::new(127, 0, 0, 201);
     let slug: Slug = "web-bot".parse().unwrap();
-    let runtime = world.runtime(json!({}));
-    let endpoints =
-        runtime.start_bundle(&world.spec("web-bot", alias, vec![http_server("web")])).unwrap();
+    let runtime = world.runtime(json!({"instance": "home-1"}));
+    let endpoints = runtime
+        .start_bundle(&world.spec("web-bot", alias, vec![http_server("web")]))
+        .unwrap();
 
     assert_eq!(endpoints.len(), 1);
     let endpoint = &endpoints[0];
     assert_eq!((endpoint.host_ip, endpoint.container_port), (alias, 8080));
     assert!(http_get(&endpoint.address()).starts_with("HTTP/1.0 200"));
-    assert_eq!(runtime.host_port(&slug, &"web".parse().unwrap(), 8080).unwrap(), *endpoint);
+    assert_eq!(
+        runtime
+            .host_port(&slug, &"web".parse().unwrap(), 8080)
+            .unwrap(),
+        *endpoint
+    );
 
     let fresh = world.runtime(json!({}));
     let owned = fresh.list_owned().unwrap();
     assert_eq!(owned.len(), 1);
     assert_eq!((&owned[0].slug, owned[0].kind.as_str()), (&slug, "process"));
-    assert_eq!((owned[0].published_on.as_slice(), owned[0].running), (&[alias][..], true));
+    assert_eq!(
+        (owned[0].published_on.as_slice(), owned[0].running),
+        (&[alias][..], true)
+    );
     let pid: u32 = owned[0].name.parse().unwrap();
     assert!(!gone(pid));
 
@@ -151,14 +167,29 @@ fn a_service_that_binds_the_wildcard_is_refused_and_killed() {
                     s.bind(('0.0.0.0', int(os.environ['PORT'])))\n\
                     s.listen()\n\
                     time.sleep(60)";
-    let spec = world.spec("greedy", alias, vec![python("greedy", "greedy.pid", wildcard)]);
+    let spec = world.spec(
+        "greedy",
+        alias,
+        vec![python("greedy", "greedy.pid", wildcard)],
+    );
     let runtime = world.runtime(json!({}));
 
     let err = runtime.start_bundle(&spec).unwrap_err();
     assert_eq!(err.kind, ErrorKind::ScopeNotEnforceable, "{err}");
-    assert!(err.message.starts_with("service `greedy` listens on 0.0.0.0:"), "{err}");
-    assert!(err.message.contains("besides its bottle's alias 127.0.0.202"), "{err}");
-    assert!(gone(world.pid_in("greedy.pid")), "the service was not killed");
+    assert!(
+        err.message
+            .starts_with("service `greedy` listens on 0.0.0.0:"),
+        "{err}"
+    );
+    assert!(
+        err.message
+            .contains("besides its bottle's alias 127.0.0.202"),
+        "{err}"
+    );
+    assert!(
+        gone(world.pid_in("greedy.pid")),
+        "the service was not killed"
+    );
     assert!(runtime.list_owned().unwrap().is_empty());
     assert_eq!(world.record_files(), 0);
 }
@@ -167,17 +198,28 @@ fn a_service_that_binds_the_wildcard_is_refused_and_killed() {
 fn a_service_that_never_listens_times_out_and_leaves_nothing() {
     let world = World::new();
     let alias = Ipv4Addr::new(127, 0, 0, 203);
-    let idle = python("idle", "idle.pid", "print('warming up', flush=True)\ntime.sleep(60)");
+    let idle = python(
+        "idle",
+        "idle.pid",
+        "print('warming up', flush=True)\ntime.sleep(60)",
+    );
     let runtime = world.runtime(json!({"start_timeout_ms": 1000}));
 
-    let err = runtime.start_bundle(&world.spec("idle", alias, vec![idle])).unwrap_err();
+    let err = runtime
+        .start_bundle(&world.spec("idle", alias, vec![idle]))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout);
     assert!(
-        err.message.starts_with("service `idle` did not accept connections on 127.0.0.203:"),
+        err.message
+            .starts_with("service `idle` did not accept connections on 127.0.0.203:"),
         "{err}"
     );
     assert!(err.message.ends_with("within 1000 ms"), "{err}");
-    assert!(err.causes[0].ends_with("idle.log, ends with:\nwarming up"), "{:?}", err.causes);
+    assert!(
+        err.causes[0].ends_with("idle.log, ends with:\nwarming up"),
+        "{:?}",
+        err.causes
+    );
     assert!(gone(world.pid_in("idle.pid")), "the service was not killed");
     assert_eq!(world.record_files(), 0);
 }
@@ -192,14 +234,31 @@ fn a_failure_of_the_second_service_stops_the_first() {
         "s = socket.socket()\ns.bind((os.environ['BOTTLE_ALIAS'], int(os.environ['PORT'])))\n\
          s.listen()\ntime.sleep(60)",
     );
-    let second = service("second", 9001, &["sh", "-c", "echo cannot open the database >&2; exit 3"]);
+    let second = service(
+        "second",
+        9001,
+        &["sh", "-c", "echo cannot open the database >&2; exit 3"],
+    );
     let runtime = world.runtime(json!({}));
 
-    let err = runtime.start_bundle(&world.spec("pair", alias, vec![first, second])).unwrap_err();
+    let err = runtime
+        .start_bundle(&world.spec("pair", alias, vec![first, second]))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::CommandFailed);
-    assert!(err.message.starts_with("service `second` exited (exit status: 3)"), "{err}");
-    assert!(err.causes[0].ends_with("ends with:\ncannot open the database"), "{:?}", err.causes);
-    assert!(gone(world.pid_in("first.pid")), "the first service still runs");
+    assert!(
+        err.message
+            .starts_with("service `second` exited (exit status: 3)"),
+        "{err}"
+    );
+    assert!(
+        err.causes[0].ends_with("ends with:\ncannot open the database"),
+        "{:?}",
+        err.causes
+    );
+    assert!(
+        gone(world.pid_in("first.pid")),
+        "the first service still runs"
+    );
     assert!(runtime.list_owned().unwrap().is_empty());
 }
 
@@ -222,10 +281,17 @@ fn bad_settings_are_refused_when_the_plugin_starts() {
     let discovery = Discovery::scan(&[dir.path().to_path_buf()]);
     let mut settings = Map::new();
     settings.insert("start_timeout".to_owned(), json!(5));
-    let err = discovery.runtime("runtime-process", settings, world.state.path()).err().unwrap();
+    let err = discovery
+        .runtime("runtime-process", settings, world.state.path())
+        .err()
+        .unwrap();
     let bottle_plugin_api::PluginError::Start { source, .. } = err else {
         panic!("expected a start error, got {err}");
     };
     assert_eq!(source.kind, ErrorKind::InvalidInput);
-    assert!(source.causes[0].contains("unknown field `start_timeout`"), "{:?}", source.causes);
+    assert!(
+        source.causes[0].contains("unknown field `start_timeout`"),
+        "{:?}",
+        source.causes
+    );
 }

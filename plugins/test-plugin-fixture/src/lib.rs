@@ -18,10 +18,14 @@ impl Fixture {
             panic!("the fixture was told to panic in new");
         }
         if settings["fail"] == true {
-            return Err(BackendError::new(ErrorKind::Unavailable, "the fixture was told to fail")
-                .with_cause_text("settings say fail"));
+            return Err(
+                BackendError::new(ErrorKind::Unavailable, "the fixture was told to fail")
+                    .with_cause_text("settings say fail"),
+            );
         }
-        Ok(Fixture { settings: settings.clone() })
+        Ok(Fixture {
+            settings: settings.clone(),
+        })
     }
 }
 
@@ -41,15 +45,21 @@ impl NetScoper for Fixture {
 
     /// Reports every alias of the pool as present.
     fn ensure_pool(&self, pool: &AliasPool) -> Result<PoolReport, BackendError> {
-        Ok(PoolReport { present: pool.aliases().collect(), added: Vec::new() })
+        Ok(PoolReport {
+            present: pool.aliases().collect(),
+            added: Vec::new(),
+        })
     }
 
     /// Fails with a chain of causes.
     fn pool_status(&self, pool: &AliasPool) -> Result<Vec<AliasUse>, BackendError> {
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
-        Err(BackendError::new(ErrorKind::CommandFailed, format!("cannot read the status of {pool}"))
-            .with_cause(&io)
-            .with_cause_text("ran `fixture-status`"))
+        Err(BackendError::new(
+            ErrorKind::CommandFailed,
+            format!("cannot read the status of {pool}"),
+        )
+        .with_cause(&io)
+        .with_cause_text("ran `fixture-status`"))
     }
 
     /// Panics.

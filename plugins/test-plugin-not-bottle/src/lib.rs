@@ -2,6 +2,7 @@
 //! tests: discovery must list it as "not a bottle plugin" and go on.
 
 /// A symbol, so that the library is a real, loadable one.
+// SAFETY: a name no other library uses.
 #[unsafe(no_mangle)]
 pub extern "C" fn test_plugin_not_bottle_answer() -> u32 {
     42

@@ -38,10 +38,22 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let plugins = ctx.plugins();
     let net = match ctx.net() {
         Ok(net) => match net.describe() {
-            Ok(lines) => Check { plugin: net.name(), ok: true, lines },
-            Err(e) => Check { plugin: net.name(), ok: false, lines: vec![e.to_string()] },
+            Ok(lines) => Check {
+                plugin: net.name(),
+                ok: true,
+                lines,
+            },
+            Err(e) => Check {
+                plugin: net.name(),
+                ok: false,
+                lines: vec![e.to_string()],
+            },
         },
-        Err(e) => Check { plugin: "net".into(), ok: false, lines: vec![crate::exit::render_chain(&e)] },
+        Err(e) => Check {
+            plugin: "net".into(),
+            ok: false,
+            lines: vec![crate::exit::render_chain(&e)],
+        },
     };
     let pool_status = if net.ok { pool_status(ctx).ok() } else { None };
 
@@ -52,35 +64,61 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 let version = probe.version.unwrap_or_else(|| "unknown version".into());
                 let (ok, scope) = match probe.scope {
                     ScopeSupport::Exact => (true, "holds an agent to exactly its alias".to_owned()),
-                    ScopeSupport::Unenforceable { reason, remedy } => {
-                        (false, format!("cannot hold an agent to its alias: {reason}; {remedy}"))
-                    }
+                    ScopeSupport::Unenforceable { reason, remedy } => (
+                        false,
+                        format!("cannot hold an agent to its alias: {reason}; {remedy}"),
+                    ),
                 };
                 let mut lines = vec![format!("{version}: {scope}")];
                 lines.extend(probe.notes);
-                Check { plugin: name, ok, lines }
+                Check {
+                    plugin: name,
+                    ok,
+                    lines,
+                }
             }
-            Err(e) => Check { plugin: name, ok: false, lines: vec![crate::exit::render_chain(&e)] },
+            Err(e) => Check {
+                plugin: name,
+                ok: false,
+                lines: vec![crate::exit::render_chain(&e)],
+            },
         });
     }
     let mut runtimes = Vec::new();
     for name in ctx.plugin_names(PluginKind::Runtime) {
         runtimes.push(match ctx.runtime(&name).and_then(|r| Ok(r.describe()?)) {
-            Ok(lines) => Check { plugin: name, ok: true, lines },
-            Err(e) => Check { plugin: name, ok: false, lines: vec![crate::exit::render_chain(&e)] },
+            Ok(lines) => Check {
+                plugin: name,
+                ok: true,
+                lines,
+            },
+            Err(e) => Check {
+                plugin: name,
+                ok: false,
+                lines: vec![crate::exit::render_chain(&e)],
+            },
         });
     }
 
-    let loaded = ctx.plugin_names(PluginKind::Net).len() + ctx.plugin_names(PluginKind::Vmm).len() + ctx.plugin_names(PluginKind::Runtime).len();
+    let loaded = ctx.plugin_names(PluginKind::Net).len()
+        + ctx.plugin_names(PluginKind::Vmm).len()
+        + ctx.plugin_names(PluginKind::Runtime).len();
     let report = Report {
         version: env!("CARGO_PKG_VERSION"),
         os: std::env::consts::OS,
         home: ctx.home.display().to_string(),
         pool: ctx.config.pool.to_string(),
         default_vmm: full_name("vmm", ctx.config.vmm.as_deref().unwrap_or(DEFAULT_VMM)),
-        default_runtime: full_name("runtime", ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME)),
+        default_runtime: full_name(
+            "runtime",
+            ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME),
+        ),
         plugins_loaded: loaded,
-        plugins_rejected: plugins.entries().iter().filter(|e| matches!(e.outcome, bottle_plugin_api::Outcome::Rejected { .. })).count(),
+        plugins_rejected: plugins
+            .entries()
+            .iter()
+            .filter(|e| matches!(e.outcome, bottle_plugin_api::Outcome::Rejected { .. }))
+            .count(),
         net,
         pool_status,
         vmms,
@@ -100,7 +138,10 @@ fn print(r: &Report) {
         "plugins: {} loaded, {} rejected (see `bottle plugins`)",
         r.plugins_loaded, r.plugins_rejected
     );
-    println!("defaults: vmm {}, runtime {}", r.default_vmm, r.default_runtime);
+    println!(
+        "defaults: vmm {}, runtime {}",
+        r.default_vmm, r.default_runtime
+    );
     println!();
     print_check("net", &r.net);
     if let Some(status) = &r.pool_status {

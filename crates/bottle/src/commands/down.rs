@@ -20,7 +20,10 @@ pub fn down(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
         let mut records = Vec::new();
         for slug in &args.slugs {
             let slug = parse_slug(slug)?;
-            records.push(db.bottle(&slug)?.ok_or_else(|| NoSuchBottle(slug.to_string()))?);
+            records.push(
+                db.bottle(&slug)?
+                    .ok_or_else(|| NoSuchBottle(slug.to_string()))?,
+            );
         }
         records
     };
@@ -48,18 +51,30 @@ pub fn remove(
 ) -> anyhow::Result<()> {
     let loaded = load_for(ctx, record)?;
     db.set_launcher_pid(&record.slug, std::process::id())?;
-    launch::teardown(db, loaded.backends(), &record.slug, &Progress::on_terminal())?;
+    launch::teardown(
+        db,
+        loaded.backends(),
+        &record.slug,
+        &Progress::on_terminal(),
+    )?;
     Ok(())
 }
 
 /// The plugins a bottle was launched with.
 pub fn load_for(ctx: &Context, record: &BottleRecord) -> anyhow::Result<Loaded> {
     let context = |kind: &str, name: &str| {
-        format!("bottle `{}` was launched with the {kind} plugin `{name}`, which cannot be loaded", record.slug)
+        format!(
+            "bottle `{}` was launched with the {kind} plugin `{name}`, which cannot be loaded",
+            record.slug
+        )
     };
     Ok(Loaded {
         net: ctx.net()?,
-        vmm: ctx.vmm(&record.vmm).with_context(|| context("VMM", &record.vmm))?,
-        runtime: ctx.runtime(&record.runtime).with_context(|| context("runtime", &record.runtime))?,
+        vmm: ctx
+            .vmm(&record.vmm)
+            .with_context(|| context("VMM", &record.vmm))?,
+        runtime: ctx
+            .runtime(&record.runtime)
+            .with_context(|| context("runtime", &record.runtime))?,
     })
 }

@@ -1,5 +1,9 @@
 //! `bottle gc`: finish the removal of bottles whose launcher died, and remove resources that
-//! carry bottle's labels but belong to no bottle in the state database.
+//! carry this home's labels but belong to no bottle in its state database.
+//!
+//! Machines need no sweep of their own: a launch records that it is creating a machine (whose
+//! name follows from the slug) before it asks the VMM, so a machine can only outlive its
+//! record if the database itself is lost.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -33,10 +37,16 @@ pub fn gc(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         }
         match remove(ctx, &mut db, &record) {
             Ok(()) => report.finished.push(record.slug.to_string()),
-            Err(e) => report.failures.push(format!("{}: {}", record.slug, crate::exit::render_chain(&e))),
+            Err(e) => report.failures.push(format!(
+                "{}: {}",
+                record.slug,
+                crate::exit::render_chain(&e)
+            )),
         }
     }
 
+    // Only this home's resources: other homes' bottles run on the same engine.
+    let instance = db.instance_id()?;
     let known: BTreeSet<Slug> = db.bottles()?.into_iter().map(|b| b.slug).collect();
     for name in ctx.plugin_names(PluginKind::Runtime) {
         let runtime = match ctx.runtime(&name) {
@@ -57,37 +67,23 @@ pub fn gc(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let orphans: BTreeSet<Slug> =
-            owned.into_iter().map(|r| r.slug).filter(|s| !known.contains(s)).collect();
+        let orphans: BTreeSet<Slug> = owned
+            .into_iter()
+            .filter(|r| r.instance.as_deref() == Some(instance.as_str()))
+            .map(|r| r.slug)
+            .filter(|s| !known.contains(s))
+            .collect();
         for slug in orphans {
             match runtime.stop_bundle(&slug) {
-                Ok(()) => report.orphans_removed.push(format!("{name}: bundle of {slug}")),
-                Err(e) => report.failures.push(format!("{name}: bundle of {slug}: {e}")),
+                Ok(()) => report
+                    .orphans_removed
+                    .push(format!("{name}: bundle of {slug}")),
+                Err(e) => report
+                    .failures
+                    .push(format!("{name}: bundle of {slug}: {e}")),
             }
         }
     }
-    for name in ctx.plugin_names(PluginKind::Vmm) {
-        let Ok(vmm) = ctx.vmm(&name) else { continue };
-        let machines = match vmm.list_machines() {
-            Ok(machines) => machines,
-            Err(e) => {
-                tracing::debug!(plugin = %name, error = %e, "VMM skipped by gc");
-                continue;
-            }
-        };
-        for machine in machines {
-            let owned = known.iter().any(|s| s.resource_name() == machine.name);
-            if owned {
-                continue;
-            }
-            let removed = vmm.stop(&machine).and_then(|()| vmm.remove(&machine));
-            match removed {
-                Ok(()) => report.orphans_removed.push(format!("{name}: machine {}", machine.name)),
-                Err(e) => report.failures.push(format!("{name}: machine {}: {e}", machine.name)),
-            }
-        }
-    }
-
     if json {
         output::json(&report)?;
     } else {
@@ -100,7 +96,10 @@ pub fn gc(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         for failure in &report.failures {
             eprintln!("bottle: gc: {failure}");
         }
-        if report.finished.is_empty() && report.orphans_removed.is_empty() && report.failures.is_empty() {
+        if report.finished.is_empty()
+            && report.orphans_removed.is_empty()
+            && report.failures.is_empty()
+        {
             println!("nothing to collect");
         }
     }

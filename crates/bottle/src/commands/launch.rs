@@ -22,7 +22,11 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn backends(&self) -> Backends<'_> {
-        Backends { net: &*self.net, vmm: &*self.vmm, runtime: &*self.runtime }
+        Backends {
+            net: &*self.net,
+            vmm: &*self.vmm,
+            runtime: &*self.runtime,
+        }
     }
 }
 
@@ -39,7 +43,11 @@ pub fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let spec = BottleSpec::load(&args.launch.spec)?;
-    let command = if args.command.is_empty() { spec.agent.command.clone() } else { args.command.clone() };
+    let command = if args.command.is_empty() {
+        spec.agent.command.clone()
+    } else {
+        args.command.clone()
+    };
     anyhow::ensure!(
         !command.is_empty(),
         "nothing to run: give a command after `--` or set `agent.command` in {}",
@@ -48,10 +56,17 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (launched, loaded) = launch_spec(ctx, &args.launch, &spec, Some(Vec::new()))?;
     tracing::info!(slug = %launched.slug, alias = %launched.alias, "agent attached");
 
-    let result = loaded.vmm.exec(&launched.machine, &command, ExecStdio::Inherit);
+    let result = loaded
+        .vmm
+        .exec(&launched.machine, &command, ExecStdio::Inherit);
 
     let mut db = ctx.db()?;
-    let down = launch::teardown(&mut db, loaded.backends(), &launched.slug, &Progress::on_terminal());
+    let down = launch::teardown(
+        &mut db,
+        loaded.backends(),
+        &launched.slug,
+        &Progress::on_terminal(),
+    );
     let output = match result {
         Ok(output) => output,
         Err(err) => {
@@ -65,7 +80,9 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("bottle: {down}");
         return Ok(ExitCode::from(RUN_FAILED));
     }
-    let code = output.exit_code.map_or(RUN_FAILED, |c| u8::try_from(c & 0xff).unwrap_or(1));
+    let code = output
+        .exit_code
+        .map_or(RUN_FAILED, |c| u8::try_from(c & 0xff).unwrap_or(1));
     Ok(ExitCode::from(code))
 }
 
@@ -78,7 +95,12 @@ pub fn launch_spec(
 ) -> anyhow::Result<(Launched, Loaded)> {
     let vmm = full_name(
         "vmm",
-        &ctx.choose(args.vmm.as_deref(), spec.vmm.as_deref(), ctx.config.vmm.as_deref(), DEFAULT_VMM),
+        &ctx.choose(
+            args.vmm.as_deref(),
+            spec.vmm.as_deref(),
+            ctx.config.vmm.as_deref(),
+            DEFAULT_VMM,
+        ),
     );
     let runtime = full_name(
         "runtime",
@@ -91,7 +113,9 @@ pub fn launch_spec(
     );
     let loaded = Loaded {
         net: ctx.net()?,
-        vmm: ctx.vmm(&vmm).with_context(|| format!("cannot load the VMM plugin `{vmm}`"))?,
+        vmm: ctx
+            .vmm(&vmm)
+            .with_context(|| format!("cannot load the VMM plugin `{vmm}`"))?,
         runtime: ctx
             .runtime(&runtime)
             .with_context(|| format!("cannot load the runtime plugin `{runtime}`"))?,
@@ -111,7 +135,12 @@ pub fn launch_spec(
         ready_timeout: Duration::from_secs(args.ready_timeout),
         cancel: &signal::INTERRUPTED,
     };
-    let launched = launch::launch(&mut db, loaded.backends(), &request, &Progress::on_terminal())?;
+    let launched = launch::launch(
+        &mut db,
+        loaded.backends(),
+        &request,
+        &Progress::on_terminal(),
+    )?;
     Ok((launched, loaded))
 }
 
@@ -131,6 +160,11 @@ fn warn_about_half_done(db: &bottle_core::StateDb) -> anyhow::Result<()> {
 fn print_launched(launched: &Launched) {
     println!("bottle {} is running on {}", launched.slug, launched.alias);
     for e in &launched.endpoints {
-        println!("  {:<16} {:<21} (port {})", e.service.as_str(), e.address(), e.container_port);
+        println!(
+            "  {:<16} {:<21} (port {})",
+            e.service.as_str(),
+            e.address(),
+            e.container_port
+        );
     }
 }

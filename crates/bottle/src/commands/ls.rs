@@ -32,16 +32,25 @@ pub fn ls(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         output::json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["SLUG", "STATUS", "ALIAS", "SERVICES", "VMM", "RUNTIME", "AGE"]);
+    let mut table = Table::new(&[
+        "SLUG", "STATUS", "ALIAS", "SERVICES", "VMM", "RUNTIME", "AGE",
+    ]);
     for s in &shown {
         let r = &s.record;
-        let services: Vec<String> =
-            r.endpoints.iter().map(|e| format!("{}={}", e.service, e.address())).collect();
+        let services: Vec<String> = r
+            .endpoints
+            .iter()
+            .map(|e| format!("{}={}", e.service, e.address()))
+            .collect();
         table.row(vec![
             r.slug.to_string(),
             s.status.clone(),
             r.alias.map_or_else(|| "-".into(), |a| a.to_string()),
-            if services.is_empty() { "-".into() } else { services.join(",") },
+            if services.is_empty() {
+                "-".into()
+            } else {
+                services.join(",")
+            },
             r.vmm.clone(),
             r.runtime.clone(),
             age(r.created_at),
@@ -57,7 +66,9 @@ pub fn ls(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
 pub fn inspect(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> {
     let slug = parse_slug(slug)?;
     let db = ctx.db()?;
-    let record = db.bottle(&slug)?.ok_or_else(|| NoSuchBottle(slug.to_string()))?;
+    let record = db
+        .bottle(&slug)?
+        .ok_or_else(|| NoSuchBottle(slug.to_string()))?;
     let shown = show(ctx, record);
     if json {
         output::json(&shown)?;
@@ -67,10 +78,16 @@ pub fn inspect(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode
     println!("bottle:    {}", r.slug);
     println!("status:    {}", shown.status);
     println!("spec:      {}", r.spec_path.display());
-    println!("alias:     {}", r.alias.map_or_else(|| "-".into(), |a| a.to_string()));
+    println!(
+        "alias:     {}",
+        r.alias.map_or_else(|| "-".into(), |a| a.to_string())
+    );
     println!("vmm:       {}", r.vmm);
     println!("runtime:   {}", r.runtime);
-    println!("machine:   {}", r.machine.as_ref().map_or("-", |m| m.name.as_str()));
+    println!(
+        "machine:   {}",
+        r.machine.as_ref().map_or("-", |m| m.name.as_str())
+    );
     println!("step:      {}", r.step);
     println!("age:       {}", age(r.created_at));
     if let Some(err) = &r.last_error {
@@ -78,7 +95,12 @@ pub fn inspect(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode
     }
     println!("services:");
     for e in &r.endpoints {
-        println!("  {:<16} {:<21} (port {})", e.service.as_str(), e.address(), e.container_port);
+        println!(
+            "  {:<16} {:<21} (port {})",
+            e.service.as_str(),
+            e.address(),
+            e.container_port
+        );
     }
     for p in &shown.problems {
         println!("problem:   {p}");
@@ -111,7 +133,11 @@ fn show(ctx: &Context, record: BottleRecord) -> Shown {
             }
         }
     };
-    Shown { record, status, problems }
+    Shown {
+        record,
+        status,
+        problems,
+    }
 }
 
 /// What is wrong with a bottle recorded as running: an agent that is not running, services
@@ -125,8 +151,12 @@ fn check_running(ctx: &Context, record: &BottleRecord) -> anyhow::Result<Vec<Str
         Ok(state) => problems.push(format!("machine {} is {}", machine.name, state.as_str())),
         Err(e) => problems.push(format!("machine {}: {e}", machine.name)),
     }
-    let owned: Vec<_> =
-        loaded.runtime.list_owned()?.into_iter().filter(|r| r.slug == record.slug).collect();
+    let owned: Vec<_> = loaded
+        .runtime
+        .list_owned()?
+        .into_iter()
+        .filter(|r| r.slug == record.slug)
+        .collect();
     if owned.is_empty() && !record.endpoints.is_empty() {
         problems.push("its services are gone".to_owned());
     }

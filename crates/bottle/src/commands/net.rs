@@ -33,8 +33,12 @@ pub struct PoolStatus {
 pub fn pool_status(ctx: &Context) -> anyhow::Result<PoolStatus> {
     let net = ctx.net()?;
     let pool = ctx.config.pool;
-    let leases: BTreeMap<Ipv4Addr, String> =
-        ctx.db()?.leases()?.into_iter().map(|l| (l.alias, l.slug.to_string())).collect();
+    let leases: BTreeMap<Ipv4Addr, String> = ctx
+        .db()?
+        .leases()?
+        .into_iter()
+        .map(|l| (l.alias, l.slug.to_string()))
+        .collect();
     let aliases = net
         .pool_status(&pool)?
         .into_iter()
@@ -55,7 +59,11 @@ pub fn pool_status(ctx: &Context) -> anyhow::Result<PoolStatus> {
             }
         })
         .collect();
-    Ok(PoolStatus { pool: pool.to_string(), net_plugin: net.name(), aliases })
+    Ok(PoolStatus {
+        pool: pool.to_string(),
+        net_plugin: net.name(),
+        aliases,
+    })
 }
 
 pub fn status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
@@ -77,7 +85,11 @@ pub fn print_aliases(status: &PoolStatus) {
             row.alias.to_string(),
             row.status.to_owned(),
             row.leased_by.clone().unwrap_or_else(|| "-".into()),
-            if ports.is_empty() { "-".into() } else { ports.join(",") },
+            if ports.is_empty() {
+                "-".into()
+            } else {
+                ports.join(",")
+            },
         ]);
     }
     table.print();

@@ -24,15 +24,30 @@ pub fn plugins(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 "loaded".to_owned(),
             ),
             Outcome::Shadowed { manifest, by } => {
-                reasons.push(format!("{}: shadowed by {}", entry.path.display(), by.display()));
-                (manifest.name.clone(), manifest.kind.to_string(), manifest.version.clone(), "shadowed".into())
+                reasons.push(format!(
+                    "{}: shadowed by {}",
+                    entry.path.display(),
+                    by.display()
+                ));
+                (
+                    manifest.name.clone(),
+                    manifest.kind.to_string(),
+                    manifest.version.clone(),
+                    "shadowed".into(),
+                )
             }
             Outcome::Rejected { reason } => {
                 reasons.push(format!("{}: {reason}", entry.path.display()));
                 ("-".into(), "-".into(), "-".into(), "rejected".into())
             }
         };
-        table.row(vec![name, kind, version, status, entry.path.display().to_string()]);
+        table.row(vec![
+            name,
+            kind,
+            version,
+            status,
+            entry.path.display().to_string(),
+        ]);
     }
     if discovery.entries().is_empty() {
         println!("no plugins found; searched: {}", join_dirs(discovery));
@@ -46,6 +61,10 @@ pub fn plugins(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn join_dirs(discovery: &bottle_plugin_api::Discovery) -> String {
-    let dirs: Vec<String> = discovery.searched().iter().map(|d| d.display().to_string()).collect();
+    let dirs: Vec<String> = discovery
+        .searched()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
     dirs.join(", ")
 }

@@ -33,7 +33,9 @@ struct Probe {
 pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> {
     let slug = parse_slug(slug)?;
     let db = ctx.db()?;
-    let record = db.bottle(&slug)?.ok_or_else(|| NoSuchBottle(slug.to_string()))?;
+    let record = db
+        .bottle(&slug)?
+        .ok_or_else(|| NoSuchBottle(slug.to_string()))?;
     anyhow::ensure!(
         record.state == BottleState::Running,
         "bottle `{slug}` is {}, not running",
@@ -51,7 +53,11 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
 
     let mut targets: Vec<(String, SocketAddr, bool)> = Vec::new();
     for e in &record.endpoints {
-        targets.push((format!("own service {}", e.service), (e.host_ip, e.host_port).into(), true));
+        targets.push((
+            format!("own service {}", e.service),
+            (e.host_ip, e.host_port).into(),
+            true,
+        ));
     }
     for other in db.bottles()?.into_iter().filter(|b| b.slug != slug) {
         for e in &other.endpoints {
@@ -59,7 +65,11 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
             targets.push((target, (e.host_ip, e.host_port).into(), false));
         }
     }
-    targets.push(("host loopback service".into(), host_service.local_addr()?, false));
+    targets.push((
+        "host loopback service".into(),
+        host_service.local_addr()?,
+        false,
+    ));
     if let Some(listener) = &spare_service {
         targets.push(("unleased pool alias".into(), listener.local_addr()?, false));
     }
@@ -80,7 +90,13 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
             Some(_) => "unreachable",
         };
         let holds = observed == if expected { "reachable" } else { "unreachable" };
-        probes.push(Probe { target, address, expected, observed, holds });
+        probes.push(Probe {
+            target,
+            address,
+            expected,
+            observed,
+            holds,
+        });
     }
 
     if json {
@@ -91,7 +107,12 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
             table.row(vec![
                 p.target.clone(),
                 p.address.to_string(),
-                if p.expected { "reachable" } else { "unreachable" }.to_owned(),
+                if p.expected {
+                    "reachable"
+                } else {
+                    "unreachable"
+                }
+                .to_owned(),
                 p.observed.to_owned(),
                 if p.holds { "ok" } else { "VIOLATION" }.to_owned(),
             ]);
@@ -101,6 +122,8 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
     if probes.iter().all(|p| p.holds) {
         Ok(ExitCode::SUCCESS)
     } else {
-        anyhow::bail!("bottle `{slug}` reaches something it must not, or cannot reach its own services")
+        anyhow::bail!(
+            "bottle `{slug}` reaches something it must not, or cannot reach its own services"
+        )
     }
 }
