@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "bottle-plugin-vmm-smolvm",
     "bottle-plugin-runtime-docker",
     "bottle-plugin-runtime-process",
+    "bottle-plugin-vmm-sandbox",
+    "bottle-vmm-sandbox",
 ];
 
 /// Builds the binary, every plugin and the fake smolvm once per test process, into the

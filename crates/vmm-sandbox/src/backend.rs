@@ -1,5 +1,4 @@
-//! `SandboxBackend`: bottle's `VmmBackend` trait carried out with the `bottle-sandbox` helper
-//! and a directory per machine.
+//! `SandboxBackend`: the `VmmBackend` trait, carried out by the helper and a machine directory.
 
 use std::fs;
 use std::io;
@@ -50,11 +49,6 @@ impl SandboxBackend {
         })
     }
 
-    /// The directory this backend keeps its machines in.
-    pub fn state_dir(&self) -> &Path {
-        &self.settings.state_dir
-    }
-
     /// The helper this backend runs, or why none was found.
     pub fn helper(&self) -> Result<PathBuf, BackendError> {
         Ok(find_helper(self.settings.helper.as_deref())?)
@@ -101,7 +95,10 @@ impl SandboxBackend {
             if wait_gone(&processes, STOP_GRACE) {
                 return Ok(());
             }
-            tracing::warn!(machine = name, "the supervisor did not stop in time; killing it");
+            tracing::warn!(
+                machine = name,
+                "the supervisor did not stop in time; killing it"
+            );
         }
         for process in processes.iter().filter(|p| p.is_alive()) {
             signal(name, *process, libc::SIGKILL)?;
@@ -180,7 +177,10 @@ impl VmmBackend for SandboxBackend {
             }
         }
         lines.push(host::agent_identity(euid));
-        lines.push(format!("machines: {}", self.settings.machines_dir().display()));
+        lines.push(format!(
+            "machines: {}",
+            self.settings.machines_dir().display()
+        ));
         lines.push("not enforced: the agent's cpus and memory_mib".to_owned());
         Ok(lines)
     }
@@ -321,10 +321,10 @@ impl VmmBackend for SandboxBackend {
     ) -> Result<ExecOutput, BackendError> {
         let dir = self.existing(machine)?;
         if command.is_empty() {
-            return Err(BackendError::new(
-                bottle_core::ErrorKind::InvalidInput,
-                "exec needs a command to run",
-            ));
+            return Err(Error::EmptyCommand {
+                name: machine.name.clone(),
+            }
+            .into());
         }
         if !self.is_running(&dir)? {
             return Err(Error::NotRunning {

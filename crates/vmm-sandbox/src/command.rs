@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
 
 use crate::error::Error;
@@ -43,15 +43,6 @@ impl HelperCommand {
     {
         self.args.extend(args.into_iter().map(Into::into));
         self
-    }
-
-    pub fn program(&self) -> &Path {
-        &self.program
-    }
-
-    /// The arguments after the program.
-    pub fn arguments(&self) -> &[OsString] {
-        &self.args
     }
 
     fn process(&self) -> Command {
@@ -143,12 +134,12 @@ mod tests {
 
     #[test]
     fn shows_as_a_shell_command() {
-        let command = HelperCommand::new("/opt/bottle/bottle-sandbox")
-            .args(["exec", "/state/machines/bottle-a", "--"])
+        let command = HelperCommand::new("/opt/bottle-sandbox")
+            .args(["exec", "/m/bottle-a", "--"])
             .args(["sh", "-c", "echo 'hi' there", ""]);
         assert_eq!(
             command.to_string(),
-            r#"/opt/bottle/bottle-sandbox exec /state/machines/bottle-a -- sh -c 'echo '\''hi'\'' there' ''"#
+            r#"/opt/bottle-sandbox exec /m/bottle-a -- sh -c 'echo '\''hi'\'' there' ''"#
         );
     }
 
@@ -161,7 +152,10 @@ mod tests {
         let message = err.to_string();
         assert!(message.starts_with("`sh -c "), "{message}");
         assert!(message.contains("exit status: 125"), "{message}");
-        assert!(message.ends_with("bottle-sandbox: no such machine"), "{message}");
+        assert!(
+            message.ends_with("bottle-sandbox: no such machine"),
+            "{message}"
+        );
     }
 
     #[test]

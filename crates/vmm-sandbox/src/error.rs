@@ -41,6 +41,9 @@ pub enum Error {
     #[error("the sandbox already has a machine named {name}")]
     MachineExists { name: String },
 
+    #[error("exec needs a command to run in machine {name}")]
+    EmptyCommand { name: String },
+
     #[error("machine {name} is not running")]
     NotRunning { name: String },
 
@@ -114,7 +117,8 @@ impl Error {
             | Error::EndpointOutsidePolicy { .. }
             | Error::EndpointNotLoopback { .. }
             | Error::Artifact { .. }
-            | Error::GuestPath { .. } => ErrorKind::InvalidInput,
+            | Error::GuestPath { .. }
+            | Error::EmptyCommand { .. } => ErrorKind::InvalidInput,
             Error::HelperMissing { .. } | Error::Spawn { .. } | Error::NotRunning { .. } => {
                 ErrorKind::Unavailable
             }

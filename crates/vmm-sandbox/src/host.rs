@@ -1,5 +1,4 @@
-//! What this host allows: the kernel settings that decide whether user namespaces can be
-//! created, and who the agent runs as.
+//! What this host allows: the kernel's user-namespace switches, and who the agent runs as.
 
 use std::fs;
 use std::path::Path;
@@ -65,7 +64,10 @@ impl UsernsSettings {
         };
         let mut lines = vec![
             show("user.max_user_namespaces", self.max_user_namespaces),
-            show("kernel.unprivileged_userns_clone", self.unprivileged_userns_clone),
+            show(
+                "kernel.unprivileged_userns_clone",
+                self.unprivileged_userns_clone,
+            ),
         ];
         if let Some(v) = self.apparmor_restrict {
             lines.push(format!(

@@ -1,7 +1,4 @@
-//! A machine's directory: what `create` recorded, and what the running supervisor wrote.
-//!
-//! The backend (in bottle's process) and the helper (`bottle-sandbox`) both read it, so it is
-//! the one place where the file names and formats are defined.
+//! A machine's directory: the one place its file names and formats are defined.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -81,7 +78,8 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// The directory `STATE_DIR/machines/NAME` of one machine.
+/// The directory `STATE_DIR/machines/NAME` of one machine, which the backend (in bottle's
+/// process) and the helper both read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineDir {
     path: PathBuf,
@@ -156,11 +154,20 @@ impl MachineDir {
             }
             Err(source) => return Err(self.io("create", &self.path, source)),
         }
-        let json = serde_json::to_string_pretty(record).map_err(|source| Error::Record {
-            path: self.record_path(),
-            source,
-        })?;
-        write_new(&self.record_path(), &json).map_err(|source| self.io("write", &self.record_path(), source))
+        let written = serde_json::to_string_pretty(record)
+            .map_err(|source| Error::Record {
+                path: self.record_path(),
+                source,
+            })
+            .and_then(|json| {
+                write_new(&self.record_path(), &json)
+                    .map_err(|source| self.io("write", &self.record_path(), source))
+            });
+        if written.is_err() {
+            // A directory without its record would block the name for the next create.
+            let _ = fs::remove_dir_all(&self.path);
+        }
+        written
     }
 
     pub fn read_record(&self) -> Result<MachineRecord, Error> {

@@ -126,7 +126,10 @@ mod tests {
         assert!(err.to_string().starts_with("setting `state_dir`"), "{err}");
         let json = serde_json::json!({ "state_dir": "/s", "helper": "bin/x" });
         let err = Settings::from_json(&json).unwrap_err();
-        assert_eq!(err.to_string(), "setting `helper`: expected an absolute path");
+        assert_eq!(
+            err.to_string(),
+            "setting `helper`: expected an absolute path"
+        );
         let err = Settings::from_json(&serde_json::json!(null)).unwrap_err();
         assert!(err.to_string().contains("a table of settings"), "{err}");
     }
@@ -134,7 +137,10 @@ mod tests {
     #[test]
     fn a_configured_helper_must_exist() {
         let err = find_helper(Some(Path::new("/nonexistent/bottle-sandbox"))).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/bottle-sandbox"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/bottle-sandbox"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let helper = dir.path().join(HELPER_NAME);
         std::fs::write(&helper, b"").unwrap();

@@ -1,5 +1,4 @@
-//! What `create` accepts: an agent the sandbox can run and an egress policy it can enforce,
-//! turned into the exact addresses the relay forwards to.
+//! What `create` accepts, turned into the exact addresses the relay forwards to.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
@@ -19,10 +18,7 @@ pub const HOST_ROOT_DIR: &str = ".bottle-host";
 /// The policy must be an allow-list within the agent's `ALIAS/32` (the alias itself, or
 /// nothing), and every endpoint must lie inside it and on loopback, so that the relay can
 /// never be made to forward anywhere else.
-pub fn relay_targets(
-    agent: &AgentSpec,
-    policy: &EgressPolicy,
-) -> Result<Vec<SocketAddrV4>, Error> {
+pub fn relay_targets(agent: &AgentSpec, policy: &EgressPolicy) -> Result<Vec<SocketAddrV4>, Error> {
     let EgressPolicy::AllowOnly(blocks) = policy else {
         return Err(Error::Unrestricted);
     };
@@ -74,10 +70,7 @@ pub fn check_agent(agent: &AgentSpec) -> Result<(), Error> {
         if !mount.host.is_absolute() {
             return Err(Error::GuestPath {
                 guest: mount.guest.display().to_string(),
-                expected: format!(
-                    "an absolute host path, got {}",
-                    mount.host.display()
-                ),
+                expected: format!("an absolute host path, got {}", mount.host.display()),
             });
         }
     }
@@ -173,10 +166,7 @@ pub(crate) mod tests {
                 SocketAddrV4::new(ALIAS, 49154)
             ]
         );
-        assert_eq!(
-            effective_policy(&relay),
-            EgressPolicy::alias_only(ALIAS)
-        );
+        assert_eq!(effective_policy(&relay), EgressPolicy::alias_only(ALIAS));
         assert_eq!(effective_policy(&[]), EgressPolicy::AllowOnly(vec![]));
     }
 
@@ -190,7 +180,10 @@ pub(crate) mod tests {
         for wide in ["127.0.0.0/8", "127.0.0.16/28", "0.0.0.0/0", "127.0.0.18/32"] {
             let policy = EgressPolicy::AllowOnly(vec![wide.parse().unwrap()]);
             let err = relay_targets(&agent, &policy).unwrap_err();
-            assert!(matches!(err, Error::PolicyTooWide { .. }), "{wide}: {err:?}");
+            assert!(
+                matches!(err, Error::PolicyTooWide { .. }),
+                "{wide}: {err:?}"
+            );
             assert_eq!(err.kind(), bottle_core::ErrorKind::InvalidInput);
         }
     }
@@ -199,7 +192,10 @@ pub(crate) mod tests {
     fn endpoints_outside_the_policy_or_off_loopback_are_refused() {
         let mut agent = agent();
         let err = relay_targets(&agent, &EgressPolicy::AllowOnly(vec![])).unwrap_err();
-        assert!(matches!(err, Error::EndpointOutsidePolicy { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::EndpointOutsidePolicy { .. }),
+            "{err:?}"
+        );
         agent.alias = Ipv4Addr::new(10, 0, 0, 1);
         agent.endpoints = vec![endpoint("web", agent.alias, 80)];
         let err = relay_targets(&agent, &EgressPolicy::alias_only(agent.alias)).unwrap_err();
@@ -211,7 +207,11 @@ pub(crate) mod tests {
         let mut with_image = agent();
         with_image.image = Some("alpine".into());
         let err = check_agent(&with_image).unwrap_err();
-        assert!(err.to_string().contains("read-only view of this host's own"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("read-only view of this host's own"),
+            "{err}"
+        );
         let mut with_from = agent();
         with_from.from = Some("/x/agent.smolmachine".into());
         assert!(matches!(
@@ -225,7 +225,14 @@ pub(crate) mod tests {
         for ok in ["/work", "/run/bottle", "/a/b/c", "/tmp/x/"] {
             assert!(check_guest_path(Path::new(ok)).is_ok(), "{ok}");
         }
-        for bad in ["work", "/", "/a/../b", "/proc/x", "/.bottle-host/etc", "/proc"] {
+        for bad in [
+            "work",
+            "/",
+            "/a/../b",
+            "/proc/x",
+            "/.bottle-host/etc",
+            "/proc",
+        ] {
             assert!(check_guest_path(Path::new(bad)).is_err(), "{bad}");
         }
         let mut agent = agent();

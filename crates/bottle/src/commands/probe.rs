@@ -16,8 +16,16 @@ use crate::context::{parse_slug, Context};
 use crate::exit::NoSuchBottle;
 use crate::output::{self, Table};
 
-/// Connects with `nc -z` inside the agent; exit 127 when the agent has no `nc`.
-const CHECK_SCRIPT: &str = "command -v nc >/dev/null 2>&1 || exit 127; nc -z -w 2 \"$0\" \"$1\"";
+/// Connects from inside the agent with whatever it has: `python3`, else `nc -z`; exit 127
+/// when it has neither. `$0` is the address, `$1` the port.
+const CHECK_SCRIPT: &str = concat!(
+    "if command -v python3 >/dev/null 2>&1; then\n",
+    "  exec python3 -c 'import socket, sys; ",
+    "socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)' \"$0\" \"$1\" 2>/dev/null\n",
+    "fi\n",
+    "if command -v nc >/dev/null 2>&1; then exec nc -z -w 2 \"$0\" \"$1\"; fi\n",
+    "exit 127",
+);
 
 #[derive(Serialize)]
 struct Probe {

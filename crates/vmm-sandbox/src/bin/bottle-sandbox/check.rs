@@ -1,6 +1,4 @@
-//! `bottle-sandbox check`: builds a sandbox with every namespace, mount and id map a real one
-//! gets, reports it ready, and takes it down, so that `probe` knows for certain whether this
-//! host can keep an agent in.
+//! `bottle-sandbox check`: a real sandbox, built and taken down, so that `probe` need not guess.
 
 use std::collections::BTreeMap;
 use std::fs;

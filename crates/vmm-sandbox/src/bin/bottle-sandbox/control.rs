@@ -1,5 +1,4 @@
-//! The messages between the supervisor and the sandbox it builds, over one sequenced-packet
-//! socket pair: setup hand-offs, the relay's listening sockets, and readiness.
+//! The messages between the supervisor and the sandbox side, over one socket pair.
 
 use std::fmt;
 use std::io;

@@ -1,5 +1,4 @@
-//! `bottle-sandbox exec DIR -- COMMAND...`: runs a command inside a running sandbox, in all
-//! of its namespaces and as its agent, and ends as the command ended.
+//! `bottle-sandbox exec DIR -- COMMAND...`: a command run in a running sandbox, as its agent.
 
 use std::os::fd::AsFd;
 
@@ -86,6 +85,8 @@ pub fn exec(dir: &MachineDir, command: &[String]) -> Result<i32, Failure> {
 /// input into the user's terminal), the standard streams only, and the program.
 fn run_child(program: &Program) -> ! {
     sys::reset_signals();
+    // Like the agent, the command gets a session keyring of its own, not the invoker's.
+    let _ = sys::join_new_session_keyring();
     let prepared = sys::setsid()
         .and_then(|()| sys::chdir(c"/"))
         .and_then(|()| sys::close_other_fds(&[0, 1, 2]));

@@ -1,14 +1,14 @@
-//! The uid and gid maps of the sandbox's two user namespaces.
-//!
-//! The outer namespace is the builder's: its uid 0 is the invoking user, so that building
-//! the sandbox can reach whatever that user can (the spec's mounts, the state directory).
-//! The inner one is the agent's, nested in the outer one, so that every mount the builder
-//! made is locked against the agent. For a root invoker, the outer namespace also maps uid 1
-//! to the host's `nobody`, and the inner namespace maps the agent's root to that, so that a
-//! root-invoked agent holds no more power over host files than `nobody` does.
+//! The uid and gid maps of the sandbox's two nested user namespaces.
 
 use bottle_vmm_sandbox::ROOT_AGENT_ID;
 
+/// The outer namespace is the builder's: its uid 0 is the invoking user, so that building
+/// the sandbox can reach whatever that user can (the spec's mounts, the state directory).
+/// The inner one is the agent's, nested in the outer one, so that every mount the builder
+/// made is locked against the agent. For a root invoker, the outer namespace also maps uid 1
+/// to the host's `nobody`, and the inner namespace maps the agent's root to that, so that a
+/// root-invoked agent holds no more power over host files than `nobody` does.
+///
 /// The maps for a sandbox started by a process with effective ids `(uid, gid)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdMaps {

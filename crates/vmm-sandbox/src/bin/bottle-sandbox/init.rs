@@ -1,7 +1,4 @@
-//! The sandbox's init: pid 1 of its PID namespace. It builds the sandbox (loopback up, the
-//! relay's listening sockets, the root filesystem, the agent's own user and mount
-//! namespaces), starts the agent's command, reaps orphans, and takes every process down
-//! when the agent ends, when asked to, or when the supervisor goes away.
+//! The sandbox's init, pid 1 of its PID namespace: it builds the sandbox, runs the agent, reaps.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -95,6 +92,7 @@ fn setup(channel: &Channel, plan: &Plan) -> Result<Running, Failure> {
     }
     sys::chdir(c"/").context(|| "cannot enter /".to_owned())?;
 
+    keep_nothing_of_the_host(dev_null.as_fd())?;
     let set = sys::SignalSet::of(SIGNALS);
     set.block().context(|| "cannot block signals".to_owned())?;
     let signals = set
@@ -129,8 +127,8 @@ fn enter_agent_namespaces(plan: &Plan) -> Result<(), Failure> {
     }
     sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
         .context(|| "cannot create the agent's user and mount namespaces".to_owned())?;
-    // The map files belong to the process only while it is dumpable, and a change of ids
-    // just made it not; it stays dumpable only while it writes them.
+    // The map files belong to the process only while it is dumpable, which a change of ids
+    // (root's switch to `nobody`) has just undone.
     sys::set_dumpable(true).context(|| "cannot mark the init dumpable".to_owned())?;
     let proc_self = std::path::Path::new("/proc/self");
     sys::write_once(&proc_self.join("setgroups"), "deny")
@@ -139,11 +137,23 @@ fn enter_agent_namespaces(plan: &Plan) -> Result<(), Failure> {
         .context(|| "cannot write the agent's uid map".to_owned())?;
     sys::write_once(&proc_self.join("gid_map"), &maps.inner_gid_map())
         .context(|| "cannot write the agent's gid map".to_owned())?;
-    // Not dumpable: the agent, in the same namespaces and with the same uid, can then
-    // neither ptrace the init nor open its /proc entries.
-    sys::set_dumpable(false).context(|| "cannot mark the init not dumpable".to_owned())?;
+    // It stays dumpable, so that `exec`, run by an unprivileged user, may join its
+    // namespaces; the agent may then ptrace it too, which is why it keeps nothing of the host
+    // once it runs the agent (see `keep_nothing_of_the_host`).
     sys::set_parent_death_signal(libc::SIGKILL)
         .context(|| "cannot ask to die with the sandbox's first process".to_owned())
+}
+
+/// Points the init's standard streams (the supervisor's log, on the host) at the sandbox's
+/// `/dev/null`: the agent could read the init's descriptors, and after this the only ones
+/// left are the agent log (closed once the agent runs), a signal fd, and the channel, which
+/// the supervisor never reads from once the sandbox is ready.
+fn keep_nothing_of_the_host(dev_null: BorrowedFd<'_>) -> Result<(), Failure> {
+    for fd in 0..=2 {
+        sys::dup2(dev_null, fd)
+            .context(|| "cannot redirect the init's standard streams".to_owned())?;
+    }
+    Ok(())
 }
 
 /// Starts the agent's command in a session of its own, with its output in the agent log,
@@ -201,21 +211,18 @@ fn agent_child(
 }
 
 /// Waits for the agent to end, a request to stop, or the supervisor to go away; then takes
-/// every process of the sandbox down and returns the exit code to end with.
+/// every process of the sandbox down and returns the exit code to end with. It logs nothing:
+/// its standard streams are the sandbox's `/dev/null` by now, and the supervisor logs how
+/// the sandbox ended.
 fn serve(channel: &Channel, running: Running) -> i32 {
     let mut agent_ended = None;
-    let mut watch_channel = true;
     loop {
-        let mut fds = vec![(running.signals.as_fd(), libc::POLLIN)];
-        if watch_channel {
-            fds.push((channel.as_fd(), libc::POLLIN));
-        }
-        let ready = match sys::poll(&fds, -1) {
-            Ok(ready) => ready,
-            Err(e) => {
-                log::line(&format!("init: poll failed: {e}"));
-                break;
-            }
+        let fds = [
+            (running.signals.as_fd(), libc::POLLIN),
+            (channel.as_fd(), 0),
+        ];
+        let Ok(ready) = sys::poll(&fds, -1) else {
+            break;
         };
         if ready[0] != 0 {
             match sys::read_signal(running.signals.as_fd()) {
@@ -225,22 +232,13 @@ fn serve(channel: &Channel, running: Running) -> i32 {
                         break;
                     }
                 }
-                Ok(_) => break,
-                Err(e) => {
-                    log::line(&format!("init: cannot read a signal: {e}"));
-                    break;
-                }
+                Ok(_) | Err(_) => break,
             }
         }
-        if watch_channel && ready.get(1).is_some_and(|r| *r != 0) {
-            match channel.recv() {
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    log::line("init: the supervisor went away; stopping the sandbox");
-                    watch_channel = false;
-                    break;
-                }
-            }
+        // Watched for hang-up only (no events asked): the supervisor's end closes when it
+        // dies, and nothing is read from the channel once the sandbox runs.
+        if ready[1] != 0 {
+            break;
         }
     }
     take_down(&running);
@@ -261,10 +259,7 @@ fn reap(agent: Option<libc::pid_t>) -> Option<sys::Ended> {
 /// Asks every process of the sandbox to stop, waits a little, and returns; the kernel kills
 /// what is left when the init exits.
 fn take_down(running: &Running) {
-    if let Err(e) = sys::kill(-1, libc::SIGTERM) {
-        if e.raw_os_error() != Some(libc::ESRCH) {
-            log::line(&format!("init: cannot signal the sandbox's processes: {e}"));
-        }
+    if sys::kill(-1, libc::SIGTERM).is_err() {
         return;
     }
     let deadline = Instant::now() + GRACE;

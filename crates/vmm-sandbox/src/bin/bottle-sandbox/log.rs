@@ -1,5 +1,4 @@
-//! The helper's log lines: on stderr, which is the machine's `supervisor.log` for a running
-//! sandbox and bottle's own stderr otherwise.
+//! The helper's log lines, on stderr: the machine's `supervisor.log` once it runs detached.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,10 +1,4 @@
-//! `bottle-sandbox`: the helper of bottle's `vmm-sandbox` plugin. It builds an agent's
-//! sandbox and supervises it (`start`), runs commands inside it (`exec`), and tells whether
-//! this host can build one at all (`check`). See the `bottle_vmm_sandbox` crate for why the
-//! sandbox keeps the agent in.
-//!
-//! Exit codes: 0 on success; for `exec`, the command's own; 125 when the helper itself
-//! failed, with a message on stderr that starts with `bottle-sandbox: `.
+//! `bottle-sandbox`: builds, supervises and enters the sandboxes of bottle's `vmm-sandbox`.
 
 mod check;
 mod control;
@@ -21,6 +15,7 @@ mod start;
 mod supervisor;
 mod sys;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,33 +23,18 @@ use bottle_vmm_sandbox::{MachineDir, HELPER_FAILURE, HELPER_MESSAGE_PREFIX, VERS
 
 use crate::failure::Failure;
 
+/// What `bottle-sandbox` accepts; exit codes: 0 on success, the command's own for `exec`, and
+/// 125 when the helper itself failed, with a message on stderr starting `bottle-sandbox: `.
 const USAGE: &str = "usage:
   bottle-sandbox start MACHINE_DIR          start the machine's sandbox, detached
   bottle-sandbox exec MACHINE_DIR -- CMD... run CMD inside the running sandbox
   bottle-sandbox check                      build and take down a sandbox, to test this host
-  bottle-sandbox --version";
+  bottle-sandbox --version
+exit codes: 0 on success; for exec, the command's own; 125 when bottle-sandbox failed";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match words.as_slice() {
-        ["start", dir] => start::start(&machine_dir(dir)).map(|()| 0),
-        ["exec", dir, "--", command @ ..] if !command.is_empty() => {
-            enter::exec(&machine_dir(dir), &args[3..])
-        }
-        ["check"] => check::check().map(|()| {
-            println!("bottle-sandbox {VERSION}");
-            0
-        }),
-        ["--version" | "version"] => {
-            println!("bottle-sandbox {VERSION}");
-            Ok(0)
-        }
-        _ => Err(Failure::new(format!(
-            "unexpected arguments {args:?}\n{USAGE}"
-        ))),
-    };
-    match result {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run(&args) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
         Err(failure) => {
             eprintln!("{HELPER_MESSAGE_PREFIX}{}", failure.report());
@@ -63,6 +43,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn machine_dir(path: &str) -> MachineDir {
-    MachineDir::at(PathBuf::from(path))
+/// Runs the subcommand `args` name; returns the exit code.
+fn run(args: &[OsString]) -> Result<i32, Failure> {
+    let word = |i: usize| args.get(i).and_then(|a| a.to_str());
+    let machine_dir = || MachineDir::at(PathBuf::from(&args[1]));
+    match (word(0), args.len()) {
+        (Some("start"), 2) => start::start(&machine_dir()).map(|()| 0),
+        (Some("exec"), n) if n > 3 && word(2) == Some("--") => {
+            let command = args[3..]
+                .iter()
+                .map(|a| {
+                    a.to_str().map(str::to_owned).ok_or_else(|| {
+                        Failure::new(format!("the command argument {a:?} is not UTF-8"))
+                    })
+                })
+                .collect::<Result<Vec<String>, Failure>>()?;
+            enter::exec(&machine_dir(), &command)
+        }
+        (Some("check"), 1) => check::check().map(|()| {
+            println!("bottle-sandbox {VERSION}");
+            0
+        }),
+        (Some("--version" | "version"), 1) => {
+            println!("bottle-sandbox {VERSION}");
+            Ok(0)
+        }
+        _ => Err(Failure::new(format!(
+            "unexpected arguments {args:?}\n{USAGE}"
+        ))),
+    }
 }

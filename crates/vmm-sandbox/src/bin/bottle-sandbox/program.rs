@@ -1,5 +1,4 @@
-//! A command to run inside the sandbox: its arguments and environment as the C library wants
-//! them, and its program found on the agent's `PATH`, not the host's.
+//! A command to run in the sandbox, its program found on the agent's `PATH`, not the host's.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -1,9 +1,4 @@
-//! The relay: the agent's only way out. Each listening socket was bound inside the sandbox
-//! to one endpoint's `ALIAS:HOSTPORT`; every connection accepted on it is forwarded to that
-//! same address in the host's network namespace, and nowhere else.
-//!
-//! The relay reads nothing of what it forwards: it copies bytes both ways, passing a
-//! half-close on, so that whatever the agent sends cannot steer it.
+//! The relay, the agent's only way out: each endpoint's connections forwarded to that endpoint.
 
 use std::io;
 use std::net::{Shutdown, SocketAddrV4, TcpListener, TcpStream};
@@ -25,6 +20,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Copying needs little stack; a small one keeps a full relay's memory modest.
 const THREAD_STACK: usize = 128 * 1024;
 
+/// Each listening socket was bound inside the sandbox to one endpoint's `ALIAS:HOSTPORT`;
+/// every connection accepted on it is forwarded to that same address in the host's network
+/// namespace, and nowhere else. The relay reads nothing of what it forwards: it copies
+/// bytes both ways, passing a half-close on, so that whatever the agent sends cannot steer
+/// it.
+///
 /// Starts one accepting thread per listener.
 pub fn start(listeners: Vec<(SocketAddrV4, TcpListener)>) -> Result<(), Failure> {
     let open = Arc::new(AtomicUsize::new(0));

@@ -1,11 +1,4 @@
-//! The sandbox's root filesystem: a fresh tmpfs holding read-only views of the host's system
-//! directories, a minimal `/dev`, a `/proc` of its own, empty `/tmp` and `/run`, and the
-//! spec's mounts; nothing else of the host, so that no host Unix socket can be reached.
-//!
-//! Sources are opened (as `O_PATH` descriptors) before the root changes, and bound from
-//! `/proc/self/fd/N`, so that a host path is never looked up again once the new root is in
-//! place. Mount points are created one component at a time, refusing symbolic links, so that
-//! a link can never lead a mount, or a `mkdir`, outside the new root.
+//! The sandbox's root filesystem: the host's system directories read-only, and no other host file.
 
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -103,8 +96,16 @@ pub fn open_sources(mounts: &[Mount]) -> Result<Sources, Failure> {
 }
 
 /// Builds the new root on a tmpfs mounted at `staging` and makes it the root of the current
-/// mount namespace (which must be private to the sandbox). The host's root is detached
+/// mount namespace (which must be private to the sandbox); the host's root is detached
 /// before this returns.
+///
+/// The new root holds read-only views of the host's system directories, a minimal `/dev`, a
+/// `/proc` of its own, empty `/tmp` and `/run`, and the spec's mounts; nothing else of the
+/// host, so that no host Unix socket can be reached. Sources were opened (as `O_PATH`
+/// descriptors) before the root changes and are bound from `/proc/self/fd/N`, so that a
+/// host path is never looked up again once the new root is in place; mount points are
+/// created one component at a time, refusing symbolic links, so that a link can never lead
+/// a mount, or a `mkdir`, outside the new root.
 pub fn build(staging: &Path, sources: Sources, owner: Owner) -> Result<(), Failure> {
     let staging_c = sys::c_path(staging).context(|| "cannot use the staging path".to_owned())?;
     sys::mount(
@@ -128,13 +129,17 @@ pub fn build(staging: &Path, sources: Sources, owner: Owner) -> Result<(), Failu
     sys::chdir(c"/").context(|| "cannot enter the new root".to_owned())?;
 
     // Before the host's root is detached: the kernel lets a user namespace mount a fresh proc
-    // only while a full proc is visible in its mount namespace.
-    mount_fresh(
-        Path::new("/proc"),
-        c"proc",
+    // only while a full proc is visible in its mount namespace. Mounted by name, since
+    // /proc/self/fd does not exist before it: /proc was just made in the new, empty root.
+    make_mount_point(Path::new("/proc"), true)?;
+    sys::mount(
+        Some(c"proc"),
+        c"/proc",
+        Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
-    )?;
+    )
+    .context(|| "cannot mount a fresh proc on /proc".to_owned())?;
 
     for entry in &sources.system {
         match entry {
@@ -176,7 +181,7 @@ pub fn build(staging: &Path, sources: Sources, owner: Owner) -> Result<(), Failu
         if mount.read_only {
             attrs |= MOUNT_ATTR_RDONLY;
         }
-        bind_as(fd.as_fd(), &mount.guest, *is_dir, attrs).map_err(|e| {
+        bind(fd.as_fd(), &mount.guest, *is_dir, attrs).map_err(|e| {
             Failure::new(format!(
                 "mount {} at {}: {}",
                 mount.host.display(),
@@ -205,7 +210,7 @@ fn build_dev(devices: &[(&'static str, OwnedFd)]) -> Result<(), Failure> {
         Some("mode=0755,size=64k"),
     )?;
     for (name, fd) in devices {
-        bind_as(fd.as_fd(), &dev.join(name), false, MOUNT_ATTR_NOSUID)?;
+        bind(fd.as_fd(), &dev.join(name), false, MOUNT_ATTR_NOSUID)?;
     }
     let dev_fd = open_beneath(dev)?;
     for (name, target) in DEV_LINKS {
@@ -248,14 +253,9 @@ fn mount_fresh(
     })
 }
 
-/// Binds the directory `source` at `guest`, with `attrs` on it and everything below it.
-fn bind(source: BorrowedFd<'_>, guest: &Path, is_dir: bool, attrs: u64) -> Result<(), Failure> {
-    bind_as(source, guest, is_dir, attrs)
-}
-
 /// Binds `source` (a directory when `is_dir`, else a file) at `guest`, recursively, and
 /// sets `attrs` on the new mount and every mount below it.
-fn bind_as(source: BorrowedFd<'_>, guest: &Path, is_dir: bool, attrs: u64) -> Result<(), Failure> {
+fn bind(source: BorrowedFd<'_>, guest: &Path, is_dir: bool, attrs: u64) -> Result<(), Failure> {
     let point = make_mount_point(guest, is_dir)?;
     sys::mount(
         Some(&sys::fd_path(source)),
@@ -297,28 +297,10 @@ fn set_attrs(
 /// The pre-5.12 way to set flags on one mount: a bind remount, keeping the flags it has
 /// (the kernel refuses to clear locked ones).
 fn remount(mount: BorrowedFd<'_>, guest: &Path, attrs: u64) -> Result<(), Failure> {
-    let mut stat: libc::statvfs = unsafe_zeroed_statvfs();
-    // SAFETY: `stat` is a live statvfs for fstatvfs to fill; the descriptor is borrowed.
-    let rc = unsafe { libc::fstatvfs(std::os::fd::AsRawFd::as_raw_fd(&mount), &mut stat) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error())
-            .context(|| format!("cannot read the flags of {}", guest.display()));
-    }
-    let keep = [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ];
-    let mut flags = libc::MS_REMOUNT | libc::MS_BIND;
-    for (st, ms) in keep {
-        if stat.f_flag & st != 0 {
-            flags |= ms;
-        }
-    }
+    let mut flags = libc::MS_REMOUNT
+        | libc::MS_BIND
+        | sys::mount_flags(mount)
+            .context(|| format!("cannot read the flags of {}", guest.display()))?;
     for (attr, ms) in [
         (MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
         (MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
@@ -330,11 +312,6 @@ fn remount(mount: BorrowedFd<'_>, guest: &Path, attrs: u64) -> Result<(), Failur
     }
     sys::mount(None, &sys::fd_path(mount), None, flags, None)
         .context(|| format!("cannot remount {}", guest.display()))
-}
-
-fn unsafe_zeroed_statvfs() -> libc::statvfs {
-    // SAFETY: statvfs is plain data for which all-zero bytes are a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// Whether some mount lies strictly below `guest` (from `/proc/self/mountinfo`).
@@ -463,7 +440,7 @@ mod tests {
     #[test]
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
-        assert_eq!(unescape_mountinfo(r"/tab\011x\\"), "/tab\tx\\");
+        assert_eq!(unescape_mountinfo(r"/tab\011x\134"), "/tab\tx\\");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
         assert_eq!(unescape_mountinfo(r"/short\04"), r"/short\04");
     }

@@ -1,9 +1,4 @@
-//! The first process of the sandbox side: forked by the supervisor, it moves into the new
-//! user, network, PID, IPC and UTS namespaces, waits for its id maps, and forks the init
-//! (pid 1 of the new PID namespace), whose exit it then mirrors.
-//!
-//! It stays in the host's mount namespace, so that the init's change of root does not touch
-//! it, and outside the new PID namespace, so that no agent process can see it.
+//! The sandbox side's first process: it enters the new namespaces and is the init's parent.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
@@ -34,7 +29,10 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS;
 
-/// Runs in the supervisor's forked child; never returns.
+/// Runs in the supervisor's forked child; never returns. It moves into the new user,
+/// network, PID, IPC and UTS namespaces, waits for its id maps, forks the init and mirrors
+/// its exit. It stays in the host's mount namespace, so that the init's change of root does
+/// not touch it, and outside the new PID namespace, so that no agent process can see it.
 pub fn run(channel: Channel, plan: &Plan) -> ! {
     let code = match steps(&channel, plan) {
         Ok(code) => code,

@@ -1,10 +1,8 @@
-//! `bottle-sandbox start DIR`: starts the machine's supervisor, detached in a session of its
-//! own, and returns once the sandbox is ready (exit 0) or has failed (its reason and the
-//! supervisor's log on stderr).
+//! `bottle-sandbox start DIR`: the machine's supervisor, detached, once the sandbox is ready.
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::time::Duration;
 
@@ -59,10 +57,17 @@ pub fn start(dir: &MachineDir) -> Result<(), Failure> {
     match unsafe { sys::fork() }.context(|| "cannot fork the supervisor".to_owned())? {
         sys::Fork::Child => {
             drop(ready_read);
+            // Detached: a session of its own, its log as stdout and stderr (so that bottle,
+            // reading this command's output, is not kept waiting), and nothing else it may
+            // have inherited from bottle (a lock, a database) held open for its lifetime.
             let detached = sys::setsid()
                 .and_then(|()| sys::dup2(dev_null.as_fd(), 0))
                 .and_then(|()| sys::dup2(log_file.as_fd(), 1))
                 .and_then(|()| sys::dup2(log_file.as_fd(), 2));
+            drop(log_file);
+            drop(dev_null);
+            let detached =
+                detached.and_then(|()| sys::close_other_fds(&[0, 1, 2, ready_write.as_raw_fd()]));
             let mut readiness = Readiness::new(Some(ready_write));
             let code = match detached
                 .context(|| "cannot detach the supervisor".to_owned())

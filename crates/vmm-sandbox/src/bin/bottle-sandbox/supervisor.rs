@@ -1,6 +1,4 @@
-//! The supervisor: it stays in the host's namespaces, forks the sandbox side, writes its id
-//! maps, takes the relay's listening sockets from it, runs the relay, and takes the sandbox
-//! down when asked to (SIGTERM) or when the sandbox ends.
+//! The supervisor: it builds the sandbox from the host's namespaces, relays, and stops it all.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -93,46 +91,48 @@ pub fn run(dir: &MachineDir, plan: &Plan, readiness: &mut Readiness) -> Result<i
     drop(theirs);
     let channel = Channel::new(ours);
     let mut sandbox = Sandbox { first, init: None };
-
-    let listeners = match set_up(&channel, &signals, plan, &mut sandbox) {
-        Ok(listeners) => listeners,
-        Err(failure) => {
-            sandbox.kill();
-            return Err(failure);
-        }
-    };
-    let Some(init) = sandbox.init else {
+    if let Err(failure) = bring_up(dir, &channel, &signals, plan, &mut sandbox) {
         sandbox.kill();
-        return Err(Failure::new("the sandbox never named its init"));
-    };
+        return Err(failure);
+    }
     if plan.check_only {
-        let ended = wait_first(&sandbox);
-        return match ended {
+        return match wait_first(&sandbox) {
             Some(sys::Ended::Exited(0)) => Ok(0),
             other => Err(Failure::new(format!(
                 "the checked sandbox ended with {other:?}"
             ))),
         };
     }
+    readiness.ready();
+    let code = supervise(&signals, &sandbox);
+    drop(channel);
+    Ok(code)
+}
 
-    if let Err(failure) = relay::start(listeners) {
-        sandbox.kill();
-        return Err(failure);
+/// Takes the sandbox through its setup and, unless it is a check, starts the relay and
+/// records the sandbox's processes.
+fn bring_up(
+    dir: &MachineDir,
+    channel: &Channel,
+    signals: &OwnedFd,
+    plan: &Plan,
+    sandbox: &mut Sandbox,
+) -> Result<(), Failure> {
+    let listeners = set_up(channel, signals, plan, sandbox)?;
+    let init = sandbox
+        .init
+        .ok_or_else(|| Failure::new("the sandbox never named its init"))?;
+    if plan.check_only {
+        return Ok(());
     }
-    let record = identify(init).and_then(|record| {
-        dir.write_supervisor(&record)
-            .map_err(|e| Failure::new(e.to_string()))
-    });
-    if let Err(failure) = record {
-        sandbox.kill();
-        return Err(failure);
-    }
+    relay::start(listeners)?;
+    dir.write_supervisor(&identify(init)?)
+        .map_err(|e| Failure::new(e.to_string()))?;
     log::line(&format!(
         "sandbox ready: init {init}, relay to {}",
         describe_relay(&plan.record.relay)
     ));
-    readiness.ready();
-    Ok(supervise(&channel, &signals, &sandbox))
+    Ok(())
 }
 
 fn describe_relay(relay: &[SocketAddrV4]) -> String {
@@ -304,46 +304,25 @@ fn wait_first(sandbox: &Sandbox) -> Option<sys::Ended> {
 }
 
 /// Runs until the sandbox ends, or a signal asks to stop it; returns the exit code.
-fn supervise(channel: &Channel, signals: &OwnedFd, sandbox: &Sandbox) -> i32 {
-    let mut watch_channel = true;
+///
+/// The channel stays open, unread: the init watches it to learn of the supervisor's death,
+/// and nothing the sandbox might write to it (the agent can ptrace the init) is ever read.
+fn supervise(signals: &OwnedFd, sandbox: &Sandbox) -> i32 {
     loop {
-        let mut fds = vec![(signals.as_fd(), libc::POLLIN)];
-        if watch_channel {
-            fds.push((channel.as_fd(), libc::POLLIN));
-        }
-        let ready = match sys::poll(&fds, -1) {
-            Ok(ready) => ready,
-            Err(e) => {
-                log::line(&format!("poll failed: {e}; stopping the sandbox"));
+        match sys::read_signal(signals.as_fd()) {
+            Ok(libc::SIGCHLD) => {
+                if let Ok(Some((_, ended))) = sys::wait_child(sandbox.first, true) {
+                    log::line(&format!("the sandbox ended ({ended:?})"));
+                    return ended.code();
+                }
+            }
+            Ok(signal) => {
+                log::line(&format!("signal {signal}: stopping the sandbox"));
                 return stop(signals, sandbox);
             }
-        };
-        if ready[0] != 0 {
-            match sys::read_signal(signals.as_fd()) {
-                Ok(libc::SIGCHLD) => {
-                    if let Ok(Some((_, ended))) = sys::wait_child(sandbox.first, true) {
-                        log::line(&format!("the sandbox ended ({ended:?})"));
-                        return ended.code();
-                    }
-                }
-                Ok(signal) => {
-                    log::line(&format!("signal {signal}: stopping the sandbox"));
-                    return stop(signals, sandbox);
-                }
-                Err(e) => {
-                    log::line(&format!("cannot read a signal: {e}; stopping the sandbox"));
-                    return stop(signals, sandbox);
-                }
-            }
-        }
-        // Nothing is expected from the sandbox once it is ready; its end of the channel closes
-        // when it ends, which SIGCHLD reports too.
-        if watch_channel && ready.get(1).is_some_and(|r| *r != 0) {
-            match channel.recv() {
-                Ok(Some((message, _))) => {
-                    log::line(&format!("ignoring `{message}` from the running sandbox"))
-                }
-                Ok(None) | Err(_) => watch_channel = false,
+            Err(e) => {
+                log::line(&format!("cannot read a signal: {e}; stopping the sandbox"));
+                return stop(signals, sandbox);
             }
         }
     }

@@ -1,5 +1,4 @@
-//! Thin wrappers around the system calls the helper makes, each returning `io::Result`, so
-//! that the rest of the helper reads as steps and keeps `unsafe` here.
+//! Thin wrappers around the system calls the helper makes, so that `unsafe` stays here.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -173,6 +172,28 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Res
         )
     })
     .map(drop)
+}
+
+/// The `MS_*` flags that the mount `fd` is on has now (read-only, nosuid, ...), as a remount
+/// must repeat them.
+pub fn mount_flags(fd: BorrowedFd<'_>) -> io::Result<c_ulong> {
+    // SAFETY: statvfs is plain data for which all-zero bytes are a valid value.
+    let mut stat: libc::statvfs = unsafe { mem::zeroed() };
+    // SAFETY: `stat` is a live statvfs for fstatvfs to fill; the descriptor is borrowed.
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut stat) })?;
+    let pairs = [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st, _)| stat.f_flag & st != 0)
+        .fold(0, |flags, (_, ms)| flags | ms))
 }
 
 /// Whether the process may be ptraced and its `/proc` files read by others of its uid. The
@@ -382,9 +403,13 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<c_int> {
     let size = mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: the pointer and size describe `info`, which outlives the call.
     let read = retry(|| {
-        cvt_long(
-            unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut _).cast(), size) } as c_long,
-        )
+        cvt_long(unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        } as c_long)
     })?;
     if read as usize != size {
         return Err(io::Error::new(
