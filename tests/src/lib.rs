@@ -126,6 +126,7 @@ impl Home {
             .env_remove("XDG_STATE_HOME")
             .env_remove("BOTTLE_PLUGIN_PATH")
             .env_remove("RUST_LOG")
+            .env("BOTTLE_CLAIM_DIR", self.dir.path().join("claims"))
             .stdin(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -206,6 +207,14 @@ impl Home {
         assert_eq!(self.machines(), Vec::<String>::new(), "machines left");
         let alive = self.service_processes();
         assert!(alive.is_empty(), "service processes left: {alive:?}");
+        let dirs: Vec<_> = std::fs::read_dir(self.bottle_home().join("bottles"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "bottle directories left: {dirs:?}");
+        let claims: Vec<_> = std::fs::read_dir(self.dir.path().join("claims"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(claims.is_empty(), "alias claims left: {claims:?}");
     }
 
     /// Live processes whose environment names this home's pool aliases: the services the
@@ -245,6 +254,15 @@ impl Home {
             }
         }
         found
+    }
+}
+
+impl Drop for Home {
+    /// A test that failed halfway still removes what its bottles run.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.command(&["down", "--all"]).output();
+        }
     }
 }
 

@@ -35,9 +35,9 @@ fn up_ls_inspect_down() {
     assert_eq!(greeting(alias, port), "hello from life\n");
 
     // smolvm 0.8.0 dropped --allow-cidr; what its `start` read is the patched allow-list.
-    let enforced = home
-        .enforced("bottle-life")
-        .expect("the machine was started");
+    let machine = up["machine"]["name"].as_str().unwrap();
+    assert!(machine.starts_with("bottle-life-"), "{machine}");
+    let enforced = home.enforced(machine).expect("the machine was started");
     assert_eq!(
         enforced["allowed_cidrs"],
         serde_json::json!(["127.0.1.0/32"])
@@ -58,7 +58,10 @@ fn up_ls_inspect_down() {
 
     let inspect = home.run(&["inspect", "life"]).ok();
     assert!(inspect.contains("status:    running"), "{inspect}");
-    assert!(inspect.contains("machine:   bottle-life"), "{inspect}");
+    assert!(
+        inspect.contains(&format!("machine:   {machine}")),
+        "{inspect}"
+    );
 
     let status = home.run(&["net", "status", "--json"]).json();
     let first = &status["aliases"][0];
@@ -81,8 +84,7 @@ fn up_ls_inspect_down() {
 fn the_agent_learns_its_bundle_from_its_environment() {
     let home = Home::new("127.0.2.0/28", "1.0.3", "process");
     let spec = spec_with_artifact(&home, "envy");
-    let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $GREETING\"; \
-                  cat \"$BOTTLE_ENDPOINTS_HOST\" >/dev/null 2>&1; exit 3";
+    let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $GREETING\"; exit 3";
     let run = home.run(&["run", &spec, "--", "sh", "-c", script]);
     assert_eq!(
         run.code(),
@@ -159,4 +161,37 @@ fn plugins_lists_every_first_party_plugin() {
     ] {
         assert!(loaded.contains(&name), "{name} is not loaded: {plugins}");
     }
+}
+
+#[test]
+fn two_homes_on_one_host_keep_apart() {
+    let a = Home::new("127.0.10.0/28", "0.8.0", "process");
+    let mut b = Home::new("127.0.10.0/28", "0.8.0", "process");
+    // One claim directory and one smolvm for both, as for two users of one machine.
+    b.env.push((
+        "BOTTLE_CLAIM_DIR".into(),
+        a.dir.path().join("claims").display().to_string(),
+    ));
+    b.env
+        .push(("HOME".into(), a.user_home().display().to_string()));
+
+    let spec_a = spec_with_artifact(&a, "twin");
+    let spec_b = spec_with_artifact(&b, "twin");
+    let up_a = a.run(&["up", &spec_a, "--json"]).json();
+    let up_b = b.run(&["up", &spec_b, "--json"]).json();
+    assert_ne!(up_a["alias"], up_b["alias"], "two homes leased one alias");
+    assert_ne!(up_a["machine"]["name"], up_b["machine"]["name"]);
+
+    b.run(&["down", "twin"]).ok();
+    let ls = a.run(&["ls", "--json"]).json();
+    assert_eq!(
+        ls[0]["status"], "running",
+        "the other home's bottle was harmed: {ls}"
+    );
+    let gc = b.run(&["gc"]).ok();
+    assert_eq!(gc, "nothing to collect\n");
+    assert_eq!(a.run(&["ls", "--json"]).json()[0]["status"], "running");
+
+    a.run(&["down", "twin"]).ok();
+    a.assert_empty();
 }

@@ -57,11 +57,34 @@ fn probe_shows_the_matrix_from_inside_a_running_agent() {
     assert_eq!(row("bottle next service web")["observed"], "unreachable");
     assert_eq!(row("host loopback service")["observed"], "unreachable");
     assert_eq!(row("unleased pool alias")["observed"], "unreachable");
+    assert_eq!(
+        row("host service on every address")["observed"],
+        "unreachable"
+    );
     assert!(rows.iter().all(|r| r["holds"] == true), "{probe}");
 
     let table = home.run(&["probe", "idle"]).ok();
     assert!(!table.contains("VIOLATION"), "{table}");
 
     home.run(&["down", "--all"]).ok();
+    home.assert_empty();
+}
+
+#[test]
+fn the_agent_finds_its_endpoints_file() {
+    let home = Home::new("127.0.8.32/28", "0.8.0", "process");
+    let run = home.run(&[
+        "run",
+        &example("hello"),
+        "--",
+        "sh",
+        "-c",
+        "cat \"$BOTTLE_ENDPOINTS\"",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&run.ok()).expect("the file is JSON");
+    assert_eq!(json["slug"], "hello");
+    assert_eq!(json["alias"], "127.0.8.32");
+    assert_eq!(json["endpoints"][0]["service"], "hello");
+    assert_eq!(json["endpoints"][0]["host_ip"], "127.0.8.32");
     home.assert_empty();
 }

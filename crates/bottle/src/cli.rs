@@ -10,11 +10,14 @@ Exit status:
   1    an unexpected failure (see the message)
   2    bad command-line usage
   3    a spec or config file is invalid
-  4    no room: the alias pool is exhausted, or the bottle name is taken
-  5    refused for safety: the VMM cannot hold the agent to its alias
+  4    no room: the alias pool is exhausted, the bottle name is taken, or another bottle
+       process is working on that bottle
+  5    refused for safety: the agent could not be held to its alias
   6    a plugin, VMM or container engine failed
   7    no such bottle
-  125  `bottle run` failed before or around the agent (otherwise it exits with the agent's status)
+  130  interrupted: the launch was stopped and rolled back
+  `bottle run` exits with the agent's status, or 125 when bottle itself failed (before,
+  around or after the agent) or the agent was killed by a signal
 
 Environment:
   BOTTLE_HOME          where state lives (default: $XDG_STATE_HOME/bottle or ~/.local/state/bottle;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use bottle_core::claims::{ClaimDir, DEFAULT_CLAIM_DIR};
 use bottle_core::config::home_dir;
 use bottle_core::{BundleRuntime, Config, NetScoper, Slug, StateDb, VmmBackend};
 use bottle_plugin_api::{Discovery, Outcome, PluginKind};
@@ -41,8 +42,13 @@ impl Context {
         })
     }
 
+    /// The state database, claiming leased aliases host-wide in `BOTTLE_CLAIM_DIR` (default
+    /// `/tmp/bottle-aliases`), so that other bottle homes on this host skip them.
     pub fn db(&self) -> anyhow::Result<StateDb> {
-        Ok(StateDb::open_in(&self.home)?)
+        let claims = std::env::var_os("BOTTLE_CLAIM_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_CLAIM_DIR), PathBuf::from);
+        Ok(StateDb::open_in(&self.home)?.with_claims(ClaimDir::new(claims)))
     }
 
     /// The plugins found on this host, discovered once per process.
@@ -107,6 +113,16 @@ impl Context {
         Ok(self
             .plugins()
             .runtime(name, settings, &self.plugin_state_root())?)
+    }
+
+    /// Removes a bottle's directory once the bottle is gone.
+    pub fn remove_bottle_dir(&self, slug: &Slug) {
+        let dir = self.bottle_dir(slug);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the bottle's directory");
+            }
+        }
     }
 
     /// The bottle directory shared read-only with the agent.

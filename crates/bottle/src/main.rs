@@ -14,10 +14,15 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose);
+    let is_run = matches!(cli.command, cli::Command::Run(_));
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            let code = exit::classify(&err);
+            let code = if is_run {
+                exit::RUN_FAILED
+            } else {
+                exit::classify(&err)
+            };
             eprintln!("bottle: {}", exit::render_chain(&err));
             ExitCode::from(code)
         }

@@ -206,10 +206,13 @@ pub fn launch(
         Ok(launched) => Ok(launched),
         Err(failure) => {
             let step = launch.step;
-            tracing::warn!(%slug, step = step.as_str(), error = %failure, "launch failed; rolling back");
+            tracing::debug!(%slug, step = step.as_str(), error = %failure, "rolling back");
             let _ = launch.db.set_last_error(slug, &failure.to_string());
             let undo_failures = match teardown(launch.db, backends, slug, observer) {
-                Ok(()) => Vec::new(),
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&request.bottle_dir);
+                    Vec::new()
+                }
                 Err(e) => e.failures,
             };
             Err(LaunchError {
@@ -233,10 +236,12 @@ struct Launch<'a, 'r> {
 impl Launch<'_, '_> {
     /// Records `step` as the one being taken, after checking for Ctrl-C.
     fn enter(&mut self, step: Step) -> Result<(), StepFailure> {
+        // The step is blamed for an interruption before it acted: "starting the machine
+        // failed: interrupted" says where the launch stopped.
+        self.step = step;
         if self.request.cancel.load(Ordering::SeqCst) {
             return Err(StepFailure::Interrupted);
         }
-        self.step = step;
         self.db.set_step(&self.request.spec.slug, step)?;
         self.observer.step(&self.request.spec.slug, step);
         Ok(())
@@ -278,6 +283,12 @@ impl Launch<'_, '_> {
         self.enter(Step::CreatingMachine)?;
         let requested = EgressPolicy::alias_only(alias);
         let agent = self.agent_spec(alias, &endpoints)?;
+        self.db.set_machine(
+            slug,
+            &Machine {
+                name: agent.machine_name.clone(),
+            },
+        )?;
         let machine = vmm.create(&agent, &requested)?;
         self.db.set_machine(slug, &machine)?;
 
@@ -307,12 +318,13 @@ impl Launch<'_, '_> {
     /// The agent's machine description, with the bottle's variables in its environment and
     /// the endpoints file shared read-only.
     fn agent_spec(
-        &self,
+        &mut self,
         alias: Ipv4Addr,
         endpoints: &[ServiceEndpoint],
     ) -> Result<AgentSpec, StepFailure> {
         let spec = self.request.spec;
         let dir = &self.request.bottle_dir;
+        let instance = self.db.instance_id()?;
         write_endpoints_file(dir, &spec.slug, alias, endpoints)?;
         let mut env = spec.agent.env.clone();
         env.extend(agent_env(&spec.slug, alias, endpoints));
@@ -324,7 +336,7 @@ impl Launch<'_, '_> {
         });
         Ok(AgentSpec {
             slug: spec.slug.clone(),
-            machine_name: spec.slug.resource_name(),
+            machine_name: spec.slug.machine_name(&instance),
             from: spec.agent.from.clone(),
             image: spec.agent.image.clone(),
             command: self
@@ -513,12 +525,14 @@ pub fn teardown(
     let _ = db.set_state(slug, BottleState::Stopping);
     let mut failures = Vec::new();
 
-    if record.step >= Step::CreatingMachine {
-        let machine = machine_of(&record);
+    // The machine's name is recorded before the VMM is asked to create it: no name, no
+    // machine. A name that another home uses cannot be recorded here (see
+    // `Slug::machine_name`), so this never removes someone else's machine.
+    if let Some(machine) = &record.machine {
         observer.undo(slug, &format!("removing machine {}", machine.name));
         for (what, result) in [
-            ("stop the machine", backends.vmm.stop(&machine)),
-            ("remove the machine", backends.vmm.remove(&machine)),
+            ("stop the machine", backends.vmm.stop(machine)),
+            ("remove the machine", backends.vmm.remove(machine)),
         ] {
             match result {
                 Ok(()) => {}
@@ -540,13 +554,6 @@ pub fn teardown(
     observer.undo(slug, "releasing the lease");
     db.remove_bottle(slug)
         .map_err(|e| fail(vec![e.to_string()]))
-}
-
-/// The machine a record names, or the one its launch was creating when it stopped.
-pub fn machine_of(record: &BottleRecord) -> Machine {
-    record.machine.clone().unwrap_or_else(|| Machine {
-        name: record.slug.resource_name(),
-    })
 }
 
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -7,6 +7,8 @@
 
 pub mod addr;
 pub mod backend;
+#[cfg(feature = "state")]
+pub mod claims;
 pub mod config;
 #[cfg(feature = "state")]
 pub mod launch;

@@ -99,10 +99,18 @@ label_type!(
 );
 
 impl Slug {
-    /// The name of everything the bottle owns outside bottle's own state: its Docker network,
-    /// its machine, the prefix of its containers.
+    /// The name of what the bottle owns in a container engine: its Docker network and the
+    /// prefix of its containers. Engines find them by label, not by this name.
     pub fn resource_name(&self) -> String {
         format!("bottle-{}", self.0)
+    }
+
+    /// The name of the bottle's machine: `bottle-<slug>-<home>`, where `<home>` is the start
+    /// of the home's instance id, so that two bottle homes sharing one VMM (two users, or a
+    /// test suite) never name, and so never remove, each other's machines.
+    pub fn machine_name(&self, instance: &str) -> String {
+        let home: String = instance.chars().take(8).collect();
+        format!("bottle-{}-{home}", self.0)
     }
 }
 
@@ -146,6 +154,10 @@ mod tests {
     fn derived_names() {
         let slug: Slug = "review-bot".parse().unwrap();
         assert_eq!(slug.resource_name(), "bottle-review-bot");
+        assert_eq!(
+            slug.machine_name("0123456789abcdef"),
+            "bottle-review-bot-01234567"
+        );
         let svc: ServiceName = "web-ui".parse().unwrap();
         assert_eq!(svc.env_suffix(), "WEB_UI");
     }

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::AliasPool;
+use crate::claims::{Claim, ClaimDir, ClaimOutcome};
 use crate::name::{ServiceName, Slug};
 use crate::runtime::ServiceEndpoint;
 use crate::vmm::Machine;
@@ -96,6 +97,21 @@ pub enum StateError {
     SlugInUse { slug: Slug, state: BottleState },
     #[error("no bottle named `{slug}`")]
     UnknownBottle { slug: Slug },
+    #[error(
+        "bottle `{slug}` is {state} by process {pid}: wait for it, or stop that process first"
+    )]
+    Busy {
+        slug: Slug,
+        state: BottleState,
+        pid: u32,
+    },
+    #[error("cannot claim alias {alias} in {}", dir.display())]
+    Claim {
+        alias: Ipv4Addr,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("every alias of pool {pool} is taken: {}", holders.join(", "))]
     PoolExhausted {
         pool: AliasPool,
@@ -214,6 +230,8 @@ pub struct NewBottle<'a> {
 pub struct StateDb {
     conn: Connection,
     path: PathBuf,
+    /// Host-wide claims that keep other homes off the aliases this one leases.
+    claims: Option<ClaimDir>,
 }
 
 /// Sixteen hex digits from the OS's random source (or, failing that, the clock and pid).
@@ -263,9 +281,24 @@ impl StateDb {
         let mut db = StateDb {
             conn,
             path: path.to_path_buf(),
+            claims: None,
         };
         db.migrate()?;
         Ok(db)
+    }
+
+    /// Makes every lease also claim its alias host-wide in `dir` (see [`crate::claims`]), so
+    /// that other bottle homes on this host skip it.
+    pub fn with_claims(mut self, dir: ClaimDir) -> Self {
+        self.claims = Some(dir);
+        self
+    }
+
+    fn claim_of(&self, slug: &Slug) -> Claim {
+        Claim {
+            db: self.path.clone(),
+            slug: slug.clone(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -407,17 +440,54 @@ impl StateDb {
             }
             leased.insert(alias, holder);
         }
-        let Some(alias) = pool
+        let mine = Claim {
+            db: path.clone(),
+            slug: slug.clone(),
+        };
+        let mut claimed_elsewhere = BTreeMap::new();
+        let mut chosen = None;
+        for alias in pool
             .aliases()
-            .find(|a| !leased.contains_key(a) && !busy.contains_key(a))
-        else {
+            .filter(|a| !leased.contains_key(a) && !busy.contains_key(a))
+        {
+            let Some(claims) = &self.claims else {
+                chosen = Some(alias);
+                break;
+            };
+            let claim_error = |source| StateError::Claim {
+                alias,
+                dir: claims.path().to_path_buf(),
+                source,
+            };
+            match claims.claim(alias, &mine).map_err(claim_error)? {
+                ClaimOutcome::Claimed => {
+                    chosen = Some(alias);
+                    break;
+                }
+                ClaimOutcome::HeldBy(other) => {
+                    let holder = format!(
+                        "bottle {} of the home at {}",
+                        other.slug,
+                        other.db.display()
+                    );
+                    claimed_elsewhere.insert(alias, holder);
+                }
+                ClaimOutcome::Unreadable(file) => {
+                    claimed_elsewhere.insert(alias, format!("the claim {}", file.display()));
+                }
+            }
+        }
+        let Some(alias) = chosen else {
             let holders = pool
                 .aliases()
-                .map(|a| match (leased.get(&a), busy.get(&a)) {
-                    (Some(holder), _) => format!("{a} leased by {holder}"),
-                    (None, Some(user)) => format!("{a} in use by {user}"),
-                    (None, None) => format!("{a} free"),
-                })
+                .map(
+                    |a| match (leased.get(&a), busy.get(&a), claimed_elsewhere.get(&a)) {
+                        (Some(holder), _, _) => format!("{a} leased by {holder}"),
+                        (None, Some(user), _) => format!("{a} in use by {user}"),
+                        (None, None, Some(other)) => format!("{a} claimed by {other}"),
+                        (None, None, None) => format!("{a} free"),
+                    },
+                )
                 .collect();
             return Err(StateError::PoolExhausted {
                 pool: *pool,
@@ -425,12 +495,18 @@ impl StateDb {
             });
         };
         let leased_at = now();
-        tx.execute(
-            "INSERT INTO leases (alias, slug, leased_at) VALUES (?1, ?2, ?3)",
-            params![alias.to_string(), slug.as_str(), leased_at],
-        )
-        .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)?;
+        let recorded = tx
+            .execute(
+                "INSERT INTO leases (alias, slug, leased_at) VALUES (?1, ?2, ?3)",
+                params![alias.to_string(), slug.as_str(), leased_at],
+            )
+            .and_then(|_| tx.commit());
+        if let Err(e) = recorded {
+            if let Some(claims) = &self.claims {
+                claims.release(alias, &mine);
+            }
+            return Err(sqlite(e));
+        }
         tracing::debug!(%slug, %alias, "leased alias");
         Ok(Lease {
             alias,
@@ -474,11 +550,19 @@ impl StateDb {
 
     /// Gives back the alias `slug` holds. Returns whether there was one.
     pub fn release_lease(&self, slug: &Slug) -> Result<bool, StateError> {
+        let lease = self.lease_of(slug)?;
         let n = self
             .conn
             .execute("DELETE FROM leases WHERE slug = ?1", [slug.as_str()])
             .map_err(self.sqlite())?;
+        self.release_claim(lease);
         Ok(n > 0)
+    }
+
+    fn release_claim(&self, lease: Option<Lease>) {
+        if let (Some(claims), Some(lease)) = (&self.claims, lease) {
+            claims.release(lease.alias, &self.claim_of(&lease.slug));
+        }
     }
 
     /// Records a new bottle, refusing a slug that is already in use.
@@ -545,6 +629,58 @@ impl StateDb {
             return Err(StateError::UnknownBottle { slug: slug.clone() });
         }
         Ok(())
+    }
+
+    /// Makes process `me` the one acting on `slug` (for `bottle down` and `bottle gc`), unless
+    /// another live process is launching or removing it. Returns the record as it was.
+    pub fn take_over(
+        &mut self,
+        slug: &Slug,
+        me: u32,
+        is_alive: impl Fn(u32) -> bool,
+    ) -> Result<BottleRecord, StateError> {
+        let path = self.path.clone();
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let row: Option<(String, Option<u32>)> = tx
+            .query_row(
+                "SELECT state, launcher_pid FROM bottles WHERE slug = ?1",
+                [slug.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sqlite)?;
+        let Some((state, pid)) = row else {
+            return Err(StateError::UnknownBottle { slug: slug.clone() });
+        };
+        let state: BottleState = state.parse().map_err(|()| StateError::Corrupt {
+            path: path.clone(),
+            what: "bottles.state",
+            value: state.clone(),
+        })?;
+        if let Some(pid) = pid.filter(|p| *p != me && state != BottleState::Running) {
+            if is_alive(pid) {
+                return Err(StateError::Busy {
+                    slug: slug.clone(),
+                    state,
+                    pid,
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE bottles SET launcher_pid = ?1, updated_at = ?2 WHERE slug = ?3",
+            params![me, now(), slug.as_str()],
+        )
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        self.bottle(slug)?
+            .ok_or_else(|| StateError::UnknownBottle { slug: slug.clone() })
     }
 
     /// Records the step a launch is about to take.
@@ -627,6 +763,7 @@ impl StateDb {
 
     /// Forgets a bottle entirely: its row, its endpoints and its lease.
     pub fn remove_bottle(&mut self, slug: &Slug) -> Result<(), StateError> {
+        let lease = self.lease_of(slug)?;
         let path = self.path.clone();
         let sqlite = |source| StateError::Sqlite {
             path: path.clone(),
@@ -642,7 +779,9 @@ impl StateDb {
             .map_err(sqlite)?;
         tx.execute("DELETE FROM leases WHERE slug = ?1", [slug.as_str()])
             .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
+        tx.commit().map_err(sqlite)?;
+        self.release_claim(lease);
+        Ok(())
     }
 
     /// One bottle, if it exists.
@@ -652,6 +791,14 @@ impl StateDb {
 
     /// Every bottle, by slug.
     pub fn bottles(&self) -> Result<Vec<BottleRecord>, StateError> {
+        // One read transaction, so that bottles, leases and endpoints are one snapshot.
+        let snapshot = self.conn.unchecked_transaction().map_err(self.sqlite())?;
+        let bottles = self.bottles_in_snapshot();
+        snapshot.finish().map_err(self.sqlite())?;
+        bottles
+    }
+
+    fn bottles_in_snapshot(&self) -> Result<Vec<BottleRecord>, StateError> {
         let leases: BTreeMap<Slug, Ipv4Addr> = self
             .leases()?
             .into_iter()

@@ -443,10 +443,18 @@ fn a_failed_undo_keeps_the_lease_and_the_record_for_gc() {
     let cancel = AtomicBool::new(false);
     let launched = up(&mut s, &doubles, &cancel).unwrap();
     let err = teardown(&mut s.db, doubles.backends(), &launched.slug, &Quiet).unwrap_err();
+    let instance = s.db.instance_id().unwrap();
+    assert_eq!(
+        launched.machine.name,
+        format!("bottle-demo-{}", &instance[..8])
+    );
     assert_eq!(
         err.to_string(),
-        "bottle `demo` was not fully removed and its cleanup is incomplete (cannot remove the \
-         machine bottle-demo: remove broke); `bottle gc` retries it"
+        format!(
+            "bottle `demo` was not fully removed and its cleanup is incomplete (cannot remove \
+             the machine {}: remove broke); `bottle gc` retries it",
+            launched.machine.name
+        )
     );
     let record = s.db.bottle(&launched.slug).unwrap().unwrap();
     assert_eq!(record.state, BottleState::Stopping);

@@ -221,3 +221,37 @@ fn the_instance_id_is_made_once_and_kept() {
         first
     );
 }
+
+#[test]
+fn two_homes_sharing_a_claim_directory_never_lease_the_same_alias() {
+    use bottle_core::claims::ClaimDir;
+    let dir = tempfile::tempdir().unwrap();
+    let claims = ClaimDir::new(dir.path().join("claims"));
+    let open = |name: &str| {
+        StateDb::open_in(&dir.path().join(name))
+            .unwrap()
+            .with_claims(claims.clone())
+    };
+    let (mut a, mut b) = (open("a"), open("b"));
+    let pool: AliasPool = "127.0.0.16/31".parse().unwrap();
+    let first = a.lease_alias(&slug("same"), &pool, &none_busy()).unwrap();
+    let second = b.lease_alias(&slug("same"), &pool, &none_busy()).unwrap();
+    assert_ne!(first.alias, second.alias);
+    let err = open("c")
+        .lease_alias(&slug("late"), &pool, &none_busy())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("127.0.0.16 claimed by bottle same of the home at"),
+        "{err}"
+    );
+    a.remove_bottle(&slug("same")).unwrap();
+    let third = open("c")
+        .lease_alias(&slug("late"), &pool, &none_busy())
+        .unwrap();
+    assert_eq!(
+        third.alias, first.alias,
+        "a released alias is claimable again"
+    );
+    let _ = b.release_lease(&slug("same")).unwrap();
+}

@@ -8,7 +8,7 @@ use bottle_core::state::BottleRecord;
 
 use super::launch::Loaded;
 use crate::cli::DownArgs;
-use crate::context::{parse_slug, Context};
+use crate::context::{is_alive, parse_slug, Context};
 use crate::exit::NoSuchBottle;
 use crate::output::Progress;
 
@@ -49,14 +49,11 @@ pub fn remove(
     db: &mut bottle_core::StateDb,
     record: &BottleRecord,
 ) -> anyhow::Result<()> {
-    let loaded = load_for(ctx, record)?;
-    db.set_launcher_pid(&record.slug, std::process::id())?;
-    launch::teardown(
-        db,
-        loaded.backends(),
-        &record.slug,
-        &Progress::on_terminal(),
-    )?;
+    let record = db.take_over(&record.slug, std::process::id(), is_alive)?;
+    let loaded = load_for(ctx, &record)?;
+    let observer = Progress::on_terminal();
+    launch::teardown(db, loaded.backends(), &record.slug, &observer)?;
+    ctx.remove_bottle_dir(&record.slug);
     Ok(())
 }
 

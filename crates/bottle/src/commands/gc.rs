@@ -74,6 +74,10 @@ pub fn gc(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             .filter(|s| !known.contains(s))
             .collect();
         for slug in orphans {
+            // A launch may have recorded it since the list was taken.
+            if db.bottle(&slug)?.is_some() {
+                continue;
+            }
             match runtime.stop_bundle(&slug) {
                 Ok(()) => report
                     .orphans_removed

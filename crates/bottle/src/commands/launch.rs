@@ -67,6 +67,9 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         &launched.slug,
         &Progress::on_terminal(),
     );
+    if down.is_ok() {
+        ctx.remove_bottle_dir(&launched.slug);
+    }
     let output = match result {
         Ok(output) => output,
         Err(err) => {

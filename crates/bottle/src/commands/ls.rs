@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use bottle_core::launch::{is_half_done, machine_of};
+use bottle_core::launch::is_half_done;
 use bottle_core::state::{BottleRecord, BottleState};
 use bottle_core::MachineState;
 use serde::Serialize;
@@ -145,11 +145,13 @@ fn show(ctx: &Context, record: BottleRecord) -> Shown {
 fn check_running(ctx: &Context, record: &BottleRecord) -> anyhow::Result<Vec<String>> {
     let loaded = load_for(ctx, record)?;
     let mut problems = Vec::new();
-    let machine = machine_of(record);
-    match loaded.vmm.status(&machine) {
-        Ok(MachineState::Running) => {}
-        Ok(state) => problems.push(format!("machine {} is {}", machine.name, state.as_str())),
-        Err(e) => problems.push(format!("machine {}: {e}", machine.name)),
+    match &record.machine {
+        None => problems.push("it has no machine".to_owned()),
+        Some(machine) => match loaded.vmm.status(machine) {
+            Ok(MachineState::Running) => {}
+            Ok(state) => problems.push(format!("machine {} is {}", machine.name, state.as_str())),
+            Err(e) => problems.push(format!("machine {}: {e}", machine.name)),
+        },
     }
     let owned: Vec<_> = loaded
         .runtime

@@ -6,7 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bottle_core::launch::machine_of;
 use bottle_core::state::BottleState;
 use bottle_core::ExecStdio;
 use serde::Serialize;
@@ -16,16 +15,23 @@ use crate::context::{parse_slug, Context};
 use crate::exit::NoSuchBottle;
 use crate::output::{self, Table};
 
-/// Connects from inside the agent with whatever it has: `python3`, else `nc -z`; exit 127
-/// when it has neither. `$0` is the address, `$1` the port.
-const CHECK_SCRIPT: &str = concat!(
-    "if command -v python3 >/dev/null 2>&1; then\n",
-    "  exec python3 -c 'import socket, sys; ",
-    "socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)' \"$0\" \"$1\" 2>/dev/null\n",
-    "fi\n",
-    "if command -v nc >/dev/null 2>&1; then exec nc -z -w 2 \"$0\" \"$1\"; fi\n",
-    "exit 127",
-);
+/// Connects from inside the agent with whatever it has: `python3`, else `nc -z`. Exits 0
+/// when the connection opens, 3 when it does not, 127 when the agent has neither tool; any
+/// other status means the check itself failed. `$0` is the address, `$1` the port.
+const CHECK_SCRIPT: &str = "\
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)
+except OSError:
+    sys.exit(3)' \"$0\" \"$1\"
+  exit $?
+fi
+if command -v nc >/dev/null 2>&1; then nc -z -w 2 \"$0\" \"$1\" && exit 0 || exit 3; fi
+exit 127";
+
+/// The status `CHECK_SCRIPT` exits with when the connection does not open.
+const UNREACHABLE: i32 = 3;
 
 #[derive(Serialize)]
 struct Probe {
@@ -50,11 +56,15 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
         record.state
     );
     let loaded = load_for(ctx, &record)?;
-    let machine = machine_of(&record);
+    let Some(machine) = record.machine.clone() else {
+        anyhow::bail!("bottle `{slug}` has no machine");
+    };
 
     // Stand-ins for what must stay out of reach, open for the probe's duration.
     let host_service = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("cannot open a host loopback listener to probe")?;
+    let wildcard_service = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .context("cannot open a host listener on every address to probe")?;
     let leased: Vec<Ipv4Addr> = db.leases()?.into_iter().map(|l| l.alias).collect();
     let spare = ctx.config.pool.aliases().find(|a| !leased.contains(a));
     let spare_service = spare.and_then(|a| TcpListener::bind((a, 0)).ok());
@@ -78,6 +88,16 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
         host_service.local_addr()?,
         false,
     ));
+    // A host service listening on every address also answers on the alias: the agent must
+    // not reach it there either.
+    if let Some(alias) = record.alias {
+        let port = wildcard_service.local_addr()?.port();
+        targets.push((
+            "host service on every address".into(),
+            (alias, port).into(),
+            false,
+        ));
+    }
     if let Some(listener) = &spare_service {
         targets.push(("unleased pool alias".into(), listener.local_addr()?, false));
     }
@@ -94,8 +114,8 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
         let out = loaded.vmm.exec(&machine, &command, ExecStdio::Capture)?;
         let observed = match out.exit_code {
             Some(0) => "reachable",
-            Some(127) | None => "unknown",
-            Some(_) => "unreachable",
+            Some(UNREACHABLE) => "unreachable",
+            _ => "unknown",
         };
         let holds = observed == if expected { "reachable" } else { "unreachable" };
         probes.push(Probe {
@@ -127,11 +147,12 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
         }
         table.print();
     }
+    if probes.iter().any(|p| p.observed == "unknown") {
+        anyhow::bail!("some checks could not run inside bottle `{slug}`: see the table");
+    }
     if probes.iter().all(|p| p.holds) {
         Ok(ExitCode::SUCCESS)
     } else {
-        anyhow::bail!(
-            "bottle `{slug}` reaches something it must not, or cannot reach its own services"
-        )
+        anyhow::bail!("the promise does not hold for bottle `{slug}`: see the table")
     }
 }
