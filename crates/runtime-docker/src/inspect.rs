@@ -122,7 +122,7 @@ pub(crate) fn owned_containers(json: &str) -> Result<Vec<OwnedResource>, serde_j
                 name,
                 published_on,
                 running: c.state.running,
-                instance: None,
+                instance: instance(c.config.labels.as_ref()),
             })
         })
         .collect())
@@ -141,10 +141,15 @@ pub(crate) fn owned_networks(json: &str) -> Result<Vec<OwnedResource>, serde_jso
                 name: n.name,
                 published_on: Vec::new(),
                 running: true,
-                instance: None,
+                instance: instance(n.labels.as_ref()),
             })
         })
         .collect())
+}
+
+/// The bottle home named in an object's labels.
+fn instance(labels: Option<&BTreeMap<String, String>>) -> Option<String> {
+    labels?.get(labels::INSTANCE).cloned()
 }
 
 /// The bottle named in an object's labels; an object labelled by hand with a slug that is not

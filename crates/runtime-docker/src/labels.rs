@@ -10,6 +10,8 @@ use bottle_core::{ServiceName, Slug};
 pub const MANAGED: &str = "io.bottle.managed";
 /// The slug of the bottle that owns the object.
 pub const SLUG: &str = "io.bottle.slug";
+/// The bottle home (its instance id) whose bottle owns the object.
+pub const INSTANCE: &str = "io.bottle.instance";
 /// The service a container runs.
 pub const SERVICE: &str = "io.bottle.service";
 /// The alias the bottle's ports are published on, so that a later `host_port` knows which

@@ -55,6 +55,33 @@ impl DockerRuntime {
         DockerRuntime { settings }
     }
 
+    /// The labels that say which bottle of which home, and which launch of it, an object
+    /// belongs to.
+    fn owner_labels(&self, spec: &BundleLaunchSpec, launch: &str) -> Vec<(&'static str, String)> {
+        let mut labels = vec![
+            (labels::MANAGED, "1".to_owned()),
+            (labels::SLUG, spec.slug.to_string()),
+            (labels::ALIAS, spec.publish_host_ip.to_string()),
+            (labels::LAUNCH, launch.to_owned()),
+        ];
+        if let Some(instance) = &self.settings.instance {
+            labels.push((labels::INSTANCE, instance.clone()));
+        }
+        labels
+    }
+
+    /// Filters that select bottle `slug`'s objects, of this home only when it has an id.
+    fn bottle_filters(&self, slug: &Slug) -> Vec<String> {
+        let mut filters = vec![
+            filter(labels::MANAGED, "1"),
+            filter(labels::SLUG, slug.as_str()),
+        ];
+        if let Some(instance) = &self.settings.instance {
+            filters.push(filter(labels::INSTANCE, instance));
+        }
+        filters
+    }
+
     fn docker(&self) -> DockerCommand {
         DockerCommand::new(&self.settings.docker)
     }
@@ -101,7 +128,7 @@ impl DockerRuntime {
         let cmd = self
             .docker()
             .args(["network", "create", "--driver", "bridge", "--opt", &binding])
-            .args(label_args(&owner_labels(spec, launch)))
+            .args(label_args(&self.owner_labels(spec, launch)))
             .arg(spec.slug.resource_name());
         self.run(&cmd)?;
         Ok(())
@@ -114,7 +141,7 @@ impl DockerRuntime {
         launch: &str,
     ) -> Result<(), DockerError> {
         let service = p.service;
-        let mut labels = owner_labels(spec, launch);
+        let mut labels = self.owner_labels(spec, launch);
         labels.push((labels::SERVICE, service.name.to_string()));
         let mut cmd = self
             .docker()
@@ -144,11 +171,8 @@ impl DockerRuntime {
         slug: &Slug,
         service: &ServiceName,
     ) -> Result<(String, Ipv4Addr), DockerError> {
-        let filters = [
-            filter(labels::MANAGED, "1"),
-            filter(labels::SLUG, slug.as_str()),
-            filter(labels::SERVICE, service.as_str()),
-        ];
+        let mut filters = self.bottle_filters(slug);
+        filters.push(filter(labels::SERVICE, service.as_str()));
         let format = format!("{{{{.ID}}}} {{{{.Label \"{}\"}}}}", labels::ALIAS);
         let cmd = self
             .docker()
@@ -489,11 +513,7 @@ impl BundleRuntime for DockerRuntime {
 
     fn stop_bundle(&self, slug: &Slug) -> Result<(), BackendError> {
         info!(%slug, "removing the bundle");
-        let owned = [
-            filter(labels::MANAGED, "1"),
-            filter(labels::SLUG, slug.as_str()),
-        ];
-        Ok(self.remove_labelled(&owned)?)
+        Ok(self.remove_labelled(&self.bottle_filters(slug))?)
     }
 
     fn list_owned(&self) -> Result<Vec<OwnedResource>, BackendError> {
@@ -549,16 +569,6 @@ fn plan(spec: &BundleLaunchSpec) -> Result<Vec<Planned<'_>>, DockerError> {
             })
         })
         .collect()
-}
-
-/// The labels that say which bottle, and which launch of it, an object belongs to.
-fn owner_labels(spec: &BundleLaunchSpec, launch: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (labels::MANAGED, "1".to_owned()),
-        (labels::SLUG, spec.slug.to_string()),
-        (labels::ALIAS, spec.publish_host_ip.to_string()),
-        (labels::LAUNCH, launch.to_owned()),
-    ]
 }
 
 fn label_args(labels: &[(&str, String)]) -> Vec<String> {

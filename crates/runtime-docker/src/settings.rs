@@ -16,6 +16,10 @@ pub struct Settings {
     /// How long one docker command may take before the daemon is taken for hung. Key
     /// `command_timeout_secs`.
     pub command_timeout: Duration,
+    /// The bottle home this runtime works for (the host's `instance` setting): its objects
+    /// are labelled with it, and only those are stopped, so that homes sharing one engine
+    /// never remove each other's containers.
+    pub instance: Option<String>,
 }
 
 impl Default for Settings {
@@ -24,6 +28,7 @@ impl Default for Settings {
             docker: PathBuf::from("docker"),
             ready_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(120),
+            instance: None,
         }
     }
 }
@@ -51,6 +56,12 @@ impl Settings {
                         value,
                     ))
                 }
+            }
+        }
+        if let Some(value) = table.get("instance") {
+            match value.as_str() {
+                Some(id) if !id.trim().is_empty() => out.instance = Some(id.to_owned()),
+                _ => return Err(invalid("instance", "the bottle home's instance id", value)),
             }
         }
         if let Some(value) = table.get("ready_timeout_secs") {
