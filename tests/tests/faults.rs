@@ -173,3 +173,30 @@ fn gc_finishes_what_a_killed_launcher_left_at_every_step() {
         home.assert_empty();
     }
 }
+
+#[test]
+fn gc_removes_this_homes_unrecorded_machines_only() {
+    let home = Home::new("127.0.6.96/28", "1.0.3", "process");
+    let instance = home.state().instance_id().unwrap();
+    let ours = format!("bottle-ghost-{}", &instance[..8]);
+    let theirs = "bottle-ghost-0000beef".to_owned();
+    for name in [&ours, &theirs] {
+        let status = std::process::Command::new(&artifacts().fake_smolvm)
+            .args(["machine", "create", "--name", name, "-I", "alpine"])
+            .env("HOME", home.user_home())
+            .env("FAKE_SMOLVM_VERSION", "1.0.3")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let gc = home.run(&["gc"]).ok();
+    assert!(
+        gc.contains(&format!("removed unowned vmm-smolvm: machine {ours}")),
+        "{gc}"
+    );
+    assert_eq!(
+        home.machines(),
+        vec![theirs],
+        "only this home's machine is removed"
+    );
+}

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    signal::restore_default_sigpipe();
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose);
     let is_run = matches!(cli.command, cli::Command::Run(_));

@@ -21,3 +21,12 @@ pub fn install() {
         libc::signal(libc::SIGTERM, handler);
     }
 }
+
+/// Lets a closed stdout (`bottle ls | head`) end bottle quietly, as it ends other command-line
+/// tools, instead of making every later `println!` panic.
+pub fn restore_default_sigpipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -112,6 +112,16 @@ impl Slug {
         let home: String = instance.chars().take(8).collect();
         format!("bottle-{}-{home}", self.0)
     }
+
+    /// The slug of a machine named by [`Slug::machine_name`] for this `instance`; `None` for
+    /// any other name, another home's machines included.
+    pub fn from_machine_name(name: &str, instance: &str) -> Option<Slug> {
+        let home: String = instance.chars().take(8).collect();
+        let slug = name
+            .strip_prefix("bottle-")?
+            .strip_suffix(&format!("-{home}"))?;
+        slug.parse().ok()
+    }
 }
 
 impl ServiceName {

@@ -28,6 +28,9 @@ struct Report {
     default_runtime: String,
     plugins_loaded: usize,
     plugins_rejected: usize,
+    /// Whether a bottle can be launched with the defaults: the net plugin, the default VMM and
+    /// the default runtime are all usable. `bottle doctor` exits 6 when they are not.
+    ready: bool,
     net: Check,
     pool_status: Option<PoolStatus>,
     vmms: Vec<Check>,
@@ -103,16 +106,19 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = ctx.plugin_names(PluginKind::Net).len()
         + ctx.plugin_names(PluginKind::Vmm).len()
         + ctx.plugin_names(PluginKind::Runtime).len();
+    let default_vmm = full_name("vmm", ctx.config.vmm.as_deref().unwrap_or(DEFAULT_VMM));
+    let default_runtime = full_name(
+        "runtime",
+        ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME),
+    );
     let report = Report {
+        ready: net.ok && ready(&vmms, &default_vmm) && ready(&runtimes, &default_runtime),
         version: env!("CARGO_PKG_VERSION"),
         os: std::env::consts::OS,
         home: ctx.home.display().to_string(),
         pool: ctx.config.pool.to_string(),
-        default_vmm: full_name("vmm", ctx.config.vmm.as_deref().unwrap_or(DEFAULT_VMM)),
-        default_runtime: full_name(
-            "runtime",
-            ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME),
-        ),
+        default_vmm,
+        default_runtime,
         plugins_loaded: loaded,
         plugins_rejected: plugins
             .entries()
@@ -129,7 +135,16 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print(&report);
     }
-    Ok(ExitCode::SUCCESS)
+    if report.ready {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(crate::exit::BACKEND))
+    }
+}
+
+/// Whether `plugin` was checked and found usable.
+fn ready(checks: &[Check], plugin: &str) -> bool {
+    checks.iter().any(|c| c.plugin == plugin && c.ok)
 }
 
 fn print(r: &Report) {
@@ -142,6 +157,11 @@ fn print(r: &Report) {
         "defaults: vmm {}, runtime {}",
         r.default_vmm, r.default_runtime
     );
+    if r.ready {
+        println!("ready: bottles can be launched with the defaults");
+    } else {
+        println!("NOT READY: the net plugin, the default VMM or the default runtime is unusable");
+    }
     println!();
     print_check("net", &r.net);
     if let Some(status) = &r.pool_status {

@@ -1,9 +1,6 @@
 //! `bottle gc`: finish the removal of bottles whose launcher died, and remove resources that
-//! carry this home's labels but belong to no bottle in its state database.
-//!
-//! Machines need no sweep of their own: a launch records that it is creating a machine (whose
-//! name follows from the slug) before it asks the VMM, so a machine can only outlive its
-//! record if the database itself is lost.
+//! carry this home's labels (bundles) or name (machines) but belong to no bottle in its state
+//! database.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -88,6 +85,34 @@ pub fn gc(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Machines of this home (their names end in its instance id) that no bottle records.
+    for name in ctx.plugin_names(PluginKind::Vmm) {
+        let Ok(vmm) = ctx.vmm(&name) else { continue };
+        let machines = match vmm.list_machines() {
+            Ok(machines) => machines,
+            Err(e) => {
+                tracing::debug!(plugin = %name, error = %e, "VMM skipped by gc");
+                continue;
+            }
+        };
+        for machine in machines {
+            let Some(slug) = Slug::from_machine_name(&machine.name, &instance) else {
+                continue;
+            };
+            if db.bottle(&slug)?.is_some() {
+                continue;
+            }
+            match vmm.stop(&machine).and_then(|()| vmm.remove(&machine)) {
+                Ok(()) => report
+                    .orphans_removed
+                    .push(format!("{name}: machine {}", machine.name)),
+                Err(e) => report
+                    .failures
+                    .push(format!("{name}: machine {}: {e}", machine.name)),
+            }
+        }
+    }
+
     if json {
         output::json(&report)?;
     } else {
