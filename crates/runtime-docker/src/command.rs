@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -81,8 +82,11 @@ impl DockerCommand {
     /// when it cannot be started or does not finish within `timeout`.
     pub fn output(&self, timeout: Duration) -> Result<Output, DockerError> {
         debug!(command = %self, "running docker");
+        // In a process group of its own, so that a Ctrl-C meant for bottle (which then rolls
+        // back) does not also kill the command bottle is waiting for, or an undo under way.
         let mut child = Command::new(&self.program)
             .args(self.argv())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -470,6 +470,9 @@ impl DockerRuntime {
                 "docker server {} (API {}), {}/{}",
                 s.version, s.api_version, s.os, s.arch
             ));
+            if has_isolation_gap(&s.version) {
+                lines.push(ISOLATION_GAP_WARNING.to_owned());
+            }
         }
         Ok(lines)
     }
@@ -536,6 +539,25 @@ impl BundleRuntime for DockerRuntime {
         }
         Ok(owned)
     }
+}
+
+/// The first engine version that manages its forwarding rules in a chain of its own
+/// (moby/moby#49518), instead of deleting and re-inserting jumps in FORWARD.
+const FIRST_VERSION_WITHOUT_GAP: u32 = 28;
+
+const ISOLATION_GAP_WARNING: &str = "warning: this docker server lifts the isolation between \
+     networks for a moment whenever a network is created (moby/moby#43585), so bottles' \
+     bundles can reach each other then; examples/docker/README.md shows the host rule that \
+     closes the gap";
+
+/// Whether a server of this version has the isolation gap; an unreadable version is assumed
+/// to have it, since saying nothing would claim a guarantee bottle cannot check.
+fn has_isolation_gap(server_version: &str) -> bool {
+    let major = server_version
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse::<u32>().ok());
+    major.is_none_or(|m| m < FIRST_VERSION_WITHOUT_GAP)
 }
 
 /// Checks the whole bundle before anything is created, so that a bad spec leaves nothing to
@@ -637,6 +659,16 @@ mod tests {
             err.message,
             "service `web`: `--privileged` is not an image name"
         );
+    }
+
+    #[test]
+    fn engines_before_28_are_warned_about() {
+        for gap in ["20.10.24+dfsg1", "27.5.1", "", "dev"] {
+            assert!(has_isolation_gap(gap), "{gap}");
+        }
+        for fixed in ["28.0.0", "28.2.2", "29.1.0-rc.1"] {
+            assert!(!has_isolation_gap(fixed), "{fixed}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
 
@@ -85,7 +86,13 @@ impl HelperCommand {
     /// Runs the command with its output captured, whatever its exit status.
     pub(crate) fn run_capturing(&self) -> Result<Output, Error> {
         tracing::debug!(command = %self, "running the sandbox helper");
-        let output = self.process().output().map_err(|e| self.spawn_error(e))?;
+        // In a process group of its own, so that a Ctrl-C meant for bottle (which then rolls
+        // back) does not also kill the command bottle is waiting for, or an undo under way.
+        let output = self
+            .process()
+            .process_group(0)
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
         tracing::debug!(command = %self, status = %output.status, "the sandbox helper exited");
         Ok(output)
     }

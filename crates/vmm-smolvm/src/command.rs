@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 
 use crate::error::Error;
@@ -97,7 +98,13 @@ impl SmolvmCommand {
     /// Runs the command with its output captured, whatever its exit status.
     pub(crate) fn run_capturing(&self) -> Result<(ExitStatus, Printed), Error> {
         tracing::debug!(command = %self, "running smolvm");
-        let output = self.process().output().map_err(|e| self.spawn_error(e))?;
+        // In a process group of its own, so that a Ctrl-C meant for bottle (which then rolls
+        // back) does not also kill the command bottle is waiting for, or an undo under way.
+        let output = self
+            .process()
+            .process_group(0)
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
         let printed = Printed {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
