@@ -75,8 +75,7 @@ pub fn age(then: i64) -> String {
     }
 }
 
-/// Progress lines on stderr, one per launch step and undo, when stderr is a terminal (or
-/// when asked to, for logs).
+/// Progress lines on stderr, one per launch step and undo, when stderr is a terminal.
 pub struct Progress {
     enabled: bool,
 }
@@ -89,28 +88,13 @@ impl Progress {
     }
 }
 
-const LAUNCH_STEPS: u8 = 9;
-
-fn step_number(step: Step) -> u8 {
-    match step {
-        Step::Validated => 1,
-        Step::ProbingVmm => 2,
-        Step::EnsuringPool => 3,
-        Step::LeasingAlias => 4,
-        Step::StartingBundle => 5,
-        Step::CreatingMachine => 6,
-        Step::VerifyingPolicy => 7,
-        Step::StartingMachine => 8,
-        Step::Running => 9,
-    }
-}
-
 impl Observer for Progress {
     fn step(&self, slug: &Slug, step: Step) {
         if self.enabled {
             eprintln!(
-                "[{}/{LAUNCH_STEPS}] {slug}: {}",
-                step_number(step),
+                "[{}/{}] {slug}: {}",
+                step.number(),
+                Step::ALL.len(),
                 step.describe()
             );
         }

@@ -155,23 +155,6 @@ fn undo_summary(failures: &[String]) -> String {
     }
 }
 
-impl Step {
-    /// What the step does, for messages: "starting the bundle".
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Step::Validated => "recording the bottle",
-            Step::ProbingVmm => "probing the VMM",
-            Step::EnsuringPool => "preparing the alias pool",
-            Step::LeasingAlias => "leasing an alias",
-            Step::StartingBundle => "starting the bundle",
-            Step::CreatingMachine => "creating the machine",
-            Step::VerifyingPolicy => "verifying the egress policy",
-            Step::StartingMachine => "starting the machine",
-            Step::Running => "marking the bottle running",
-        }
-    }
-}
-
 /// Brings a bottle up: steps 1 to 9, each recorded before it acts; on any failure (or
 /// `cancel`), the completed steps are undone in reverse before the error is returned.
 pub fn launch(

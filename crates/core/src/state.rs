@@ -185,6 +185,44 @@ text_enum!(BottleState {
     Stopping => "stopping",
 });
 
+impl Step {
+    /// Every step, in launch order.
+    pub const ALL: [Step; 9] = [
+        Step::Validated,
+        Step::ProbingVmm,
+        Step::EnsuringPool,
+        Step::LeasingAlias,
+        Step::StartingBundle,
+        Step::CreatingMachine,
+        Step::VerifyingPolicy,
+        Step::StartingMachine,
+        Step::Running,
+    ];
+
+    /// Where the step stands in the launch, from 1.
+    pub fn number(&self) -> usize {
+        Step::ALL
+            .iter()
+            .position(|s| s == self)
+            .map_or(0, |i| i + 1)
+    }
+
+    /// What the step does, for messages: "starting the bundle".
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Step::Validated => "recording the bottle",
+            Step::ProbingVmm => "probing the VMM",
+            Step::EnsuringPool => "preparing the alias pool",
+            Step::LeasingAlias => "leasing an alias",
+            Step::StartingBundle => "starting the bundle",
+            Step::CreatingMachine => "creating the machine",
+            Step::VerifyingPolicy => "verifying the egress policy",
+            Step::StartingMachine => "starting the machine",
+            Step::Running => "marking the bottle running",
+        }
+    }
+}
+
 text_enum!(Step {
     Validated => "validated",
     ProbingVmm => "probing_vmm",
@@ -246,6 +284,14 @@ fn random_id() -> String {
         bytes = ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Maps a SQLite error to one that names the database.
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
+    move |source| StateError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn now() -> i64 {
@@ -322,10 +368,7 @@ impl StateDb {
 
     fn migrate(&mut self) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -355,10 +398,7 @@ impl StateDb {
     /// resources.
     pub fn instance_id(&mut self) -> Result<String, StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -405,10 +445,7 @@ impl StateDb {
         busy: &BTreeMap<Ipv4Addr, String>,
     ) -> Result<Lease, StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -568,10 +605,7 @@ impl StateDb {
     /// Records a new bottle, refusing a slug that is already in use.
     pub fn insert_bottle(&mut self, new: &NewBottle<'_>) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -640,10 +674,7 @@ impl StateDb {
         is_alive: impl Fn(u32) -> bool,
     ) -> Result<BottleRecord, StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -734,10 +765,7 @@ impl StateDb {
         endpoints: &[ServiceEndpoint],
     ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -765,10 +793,7 @@ impl StateDb {
     pub fn remove_bottle(&mut self, slug: &Slug) -> Result<(), StateError> {
         let lease = self.lease_of(slug)?;
         let path = self.path.clone();
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
