@@ -195,3 +195,20 @@ fn two_homes_on_one_host_keep_apart() {
     a.run(&["down", "twin"]).ok();
     a.assert_empty();
 }
+
+#[test]
+fn an_alias_a_host_process_listens_on_is_never_leased() {
+    let home = Home::new("127.0.11.0/28", "0.8.0", "process");
+    let squatter = std::net::TcpListener::bind("127.0.11.0:0").unwrap();
+    let mapped = std::net::TcpListener::bind("[::ffff:127.0.11.1]:0").unwrap();
+    let status = home.run(&["net", "status", "--json"]).json();
+    assert_eq!(status["aliases"][0]["status"], "busy", "{status}");
+    assert_eq!(status["aliases"][1]["status"], "busy", "{status}");
+
+    let spec = spec_with_artifact(&home, "polite");
+    let up = home.run(&["up", &spec, "--json"]).json();
+    assert_eq!(up["alias"], "127.0.11.2", "the busy aliases were skipped");
+    home.run(&["down", "polite"]).ok();
+    home.assert_empty();
+    drop((squatter, mapped));
+}

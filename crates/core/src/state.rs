@@ -351,11 +351,8 @@ impl StateDb {
         &self.path
     }
 
-    fn sqlite(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-        |source| StateError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+    fn sqlite(&self) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
+        sqlite_error(&self.path)
     }
 
     fn corrupt(&self, what: &'static str, value: impl Into<String>) -> StateError {
