@@ -20,7 +20,14 @@ pub(crate) fn answers(address: SocketAddr) -> io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(HOLD))?;
     let mut byte = [0u8; 1];
-    match stream.read(&mut byte) {
+    let read = loop {
+        // A signal arriving during the wait is no answer either way: wait again.
+        match stream.read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    match read {
         Ok(0) => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "the connection was closed at once (docker-proxy does that while nothing listens \
