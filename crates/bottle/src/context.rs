@@ -120,7 +120,8 @@ impl Context {
         let dir = self.bottle_dir(slug);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the bottle's directory");
+                let dir = dir.display();
+                tracing::warn!(%dir, error = %e, "cannot remove the bottle's directory");
             }
         }
     }

@@ -110,7 +110,8 @@ impl ClaimDir {
                 .dir
                 .join(format!(".{alias}.stale.{}", std::process::id()));
             if fs::rename(&path, &aside).is_ok() {
-                tracing::info!(%alias, holder = %theirs.db.display(), "took over a stale alias claim");
+                let holder = theirs.db.display();
+                tracing::info!(%alias, %holder, "took over a stale alias claim");
                 let _ = fs::remove_file(&aside);
             }
         }

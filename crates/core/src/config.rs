@@ -121,7 +121,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(CONFIG_FILE_NAME),
-            "pool = \"127.0.3.0/24\"\nvmm = \"smolvm\"\n[plugins.vmm-smolvm]\nsmolvm = \"/opt/smolvm\"\n",
+            "pool = \"127.0.3.0/24\"\nvmm = \"smolvm\"\n\
+             [plugins.vmm-smolvm]\nsmolvm = \"/opt/smolvm\"\n",
         )
         .unwrap();
         let config = Config::load(dir.path()).unwrap();

@@ -207,7 +207,10 @@ impl Validator<'_> {
         match value {
             Some(v) if v.parse::<Slug>().is_err() => Err(self.invalid(
                 field,
-                format!("a plugin name such as \"sandbox\", \"smolvm\", \"process\" or \"docker\", got \"{v}\""),
+                format!(
+                    "a plugin name such as \"sandbox\", \"smolvm\", \"process\" or \
+                     \"docker\", got \"{v}\""
+                ),
             )),
             other => Ok(other),
         }
