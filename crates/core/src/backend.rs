@@ -148,6 +148,16 @@ impl BackendError {
     }
 }
 
+impl BackendError {
+    /// The message and its causes on one line, `: `-separated.
+    pub fn one_line(&self) -> String {
+        std::iter::once(self.message.as_str())
+            .chain(self.causes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+}
+
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

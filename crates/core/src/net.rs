@@ -1,7 +1,7 @@
 //! The `NetScoper` trait: making a pool's aliases usable on this host and finding which of
 //! them something else already listens on.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,54 @@ pub struct AliasUse {
     pub listening_ports: Vec<u16>,
 }
 
+/// The local endpoint of a listening TCP socket, as a net plugin reads it from its OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// `None` for a wildcard written as `*`; `0.0.0.0` and `::` are wildcards too.
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl Listener {
+    /// The one IPv4 address the listener is bound to, if it is bound to exactly one.
+    ///
+    /// An IPv6 socket bound to `::ffff:127.0.0.x` receives the IPv4 traffic of 127.0.0.x, so
+    /// it counts. A wildcard listens on every address alike: counting it would mark every
+    /// alias busy, and a host with an sshd on `0.0.0.0` would have no free alias.
+    fn bound_ipv4(&self) -> Option<Ipv4Addr> {
+        let v4 = match self.addr? {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
+        };
+        (!v4.is_unspecified()).then_some(v4)
+    }
+}
+
+/// Every alias of `pool`, whether `present` says it exists, and the ports `listeners` listen
+/// on at it: what [`NetScoper::pool_status`] reports, from what each OS lists.
+pub fn pool_usage(
+    pool: &AliasPool,
+    present: impl Fn(Ipv4Addr) -> bool,
+    listeners: &[Listener],
+) -> Vec<AliasUse> {
+    pool.aliases()
+        .map(|alias| {
+            let mut ports: Vec<u16> = listeners
+                .iter()
+                .filter(|l| l.bound_ipv4() == Some(alias))
+                .map(|l| l.port)
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            AliasUse {
+                alias,
+                present: present(alias),
+                listening_ports: ports,
+            }
+        })
+        .collect()
+}
+
 /// Makes the alias pool usable on this OS and reports foreign listeners.
 pub trait NetScoper: Send + Sync {
     /// A short name for `bottle plugins` and logs, e.g. `net-linux`.
@@ -49,5 +97,65 @@ pub trait NetScoper: Send + Sync {
             .filter(|u| !u.listening_ports.is_empty())
             .map(|u| u.alias)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(addr: &str, port: u16) -> Listener {
+        Listener {
+            addr: Some(addr.parse().unwrap()),
+            port,
+        }
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, 0, last)
+    }
+
+    #[test]
+    fn listeners_count_for_their_alias_only_and_wildcards_for_none() {
+        let pool: AliasPool = "127.0.0.16/30".parse().unwrap();
+        let listeners = [
+            at("127.0.0.17", 8080),
+            at("::ffff:127.0.0.18", 3000),
+            at("127.0.0.17", 22),
+            at("0.0.0.0", 9000),
+            at("::", 9001),
+            at("::ffff:0.0.0.0", 9002),
+            Listener {
+                addr: None,
+                port: 9003,
+            },
+            at("127.0.0.1", 5432),
+            at("::1", 5433),
+            at("127.0.0.20", 80),
+        ];
+        let usage = pool_usage(&pool, |a| a != ip(19), &listeners);
+        let ports: Vec<(Ipv4Addr, bool, Vec<u16>)> = usage
+            .into_iter()
+            .map(|u| (u.alias, u.present, u.listening_ports))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (ip(16), true, vec![]),
+                (ip(17), true, vec![22, 8080]),
+                (ip(18), true, vec![3000]),
+                (ip(19), false, vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_port_seen_twice_is_listed_once() {
+        let pool: AliasPool = "127.0.0.16/32".parse().unwrap();
+        let listeners = [at("127.0.0.16", 80), at("::ffff:127.0.0.16", 80)];
+        assert_eq!(
+            pool_usage(&pool, |_| true, &listeners)[0].listening_ports,
+            [80]
+        );
     }
 }

@@ -12,17 +12,15 @@
 
 mod probe;
 mod proc_net;
-mod usage;
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use bottle_core::{AliasPool, AliasUse, BackendError, ErrorKind, NetScoper, PoolReport};
+use bottle_core::{AliasPool, AliasUse, BackendError, ErrorKind, Listener, NetScoper, PoolReport};
 use serde_json::Value;
 
 use crate::proc_net::WordOrder;
-use crate::usage::Listener;
 
 const PROC_NET_TCP: &str = "/proc/net/tcp";
 const PROC_NET_TCP6: &str = "/proc/net/tcp6";
@@ -73,7 +71,7 @@ impl NetScoper for LinuxNetScoper {
                  {} listening TCP sockets now",
                 listeners.len()
             ),
-            Err(err) => format!("in-use detection does not work: {}", chain(&err)),
+            Err(err) => format!("in-use detection does not work: {}", err.one_line()),
         });
         if std::fs::read_to_string(NONLOCAL_BIND).is_ok_and(|v| v.trim() == "1") {
             lines.push(
@@ -107,7 +105,7 @@ impl NetScoper for LinuxNetScoper {
 
     fn pool_status(&self, pool: &AliasPool) -> Result<Vec<AliasUse>, BackendError> {
         let listeners = read_listeners()?;
-        Ok(usage::pool_usage(
+        Ok(bottle_core::pool_usage(
             pool,
             |alias| probe::bind_probe(alias).is_ok(),
             &listeners,
@@ -157,14 +155,6 @@ fn is_up(flags: &str) -> Option<bool> {
     let digits = flags.trim().strip_prefix("0x")?;
     let flags = u32::from_str_radix(digits, 16).ok()?;
     Some(flags & IFF_UP != 0)
-}
-
-/// An error and its causes on one line, for a `describe` line.
-fn chain(err: &BackendError) -> String {
-    std::iter::once(err.message.as_str())
-        .chain(err.causes.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 fn json_type(value: &Value) -> &'static str {

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::usage::Listener;
+use bottle_core::Listener;
 
 /// The kernel's code for `TCP_LISTEN` in the `st` column.
 const LISTEN: u8 = 0x0A;
@@ -110,7 +110,10 @@ fn decode_endpoint(field: &str, order: WordOrder) -> Option<Listener> {
         }
         _ => return None,
     };
-    Some(Listener { addr, port })
+    Some(Listener {
+        addr: Some(addr),
+        port,
+    })
 }
 
 /// Hex digits only: `from_str_radix` alone would also take a leading sign.
@@ -153,7 +156,7 @@ mod tests {
 
     fn listener(addr: &str, port: u16) -> Listener {
         Listener {
-            addr: addr.parse().unwrap(),
+            addr: Some(addr.parse().unwrap()),
             port,
         }
     }

@@ -110,7 +110,7 @@ impl NetScoper for MacosNetScoper {
                     found.len()
                 )
             }
-            Err(err) => format!("in-use detection does not work: {}", chain(&err)),
+            Err(err) => format!("in-use detection does not work: {}", err.one_line()),
         });
         if self.listeners == ListenerSource::Lsof {
             lines.push(
@@ -134,20 +134,12 @@ impl NetScoper for MacosNetScoper {
     fn pool_status(&self, pool: &AliasPool) -> Result<Vec<AliasUse>, BackendError> {
         let lo0 = lo0::read_lo0(self.host.as_ref())?;
         let found = self.listeners.read(self.host.as_ref())?;
-        Ok(listeners::pool_usage(
+        Ok(bottle_core::pool_usage(
             pool,
             |alias| lo0.carries(alias),
             &found,
         ))
     }
-}
-
-/// An error and its causes on one line, for a `describe` line.
-fn chain(err: &BackendError) -> String {
-    std::iter::once(err.message.as_str())
-        .chain(err.causes.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 fn json_type(value: &Value) -> &'static str {

@@ -3,19 +3,9 @@
 //! `netstat` is the default because it lists every process's sockets without root; `lsof`
 //! names the process, but run as a user it sees that user's own processes only.
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use bottle_core::{AliasPool, AliasUse, BackendError, ErrorKind};
+use bottle_core::{BackendError, ErrorKind, Listener};
 
 use crate::command::{self, Host, HostCommand};
-
-/// The local endpoint of a listening TCP socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Listener {
-    /// `None` for a wildcard (`*`), which listens on every address.
-    pub addr: Option<IpAddr>,
-    pub port: u16,
-}
 
 /// Why a listing of sockets could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,47 +171,12 @@ fn endpoint(field: &str, separator: char) -> Option<Listener> {
     })
 }
 
-/// The IPv4 address a listener is bound to, if it is bound to exactly one.
-///
-/// An IPv6 socket on `::ffff:127.0.0.x` takes the IPv4 traffic of 127.0.0.x, so it counts.
-/// A wildcard listens on every address alike: counting it would mark every alias busy, and
-/// any Mac with AirPlay on `*.7000` would have no free alias.
-fn bound_ipv4(addr: Option<IpAddr>) -> Option<Ipv4Addr> {
-    let v4 = match addr? {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
-    };
-    (!v4.is_unspecified()).then_some(v4)
-}
-
-/// Every alias of `pool`, whether it is present, and the ports listened on at it.
-pub(crate) fn pool_usage(
-    pool: &AliasPool,
-    present: impl Fn(Ipv4Addr) -> bool,
-    listeners: &[Listener],
-) -> Vec<AliasUse> {
-    pool.aliases()
-        .map(|alias| {
-            let mut ports: Vec<u16> = listeners
-                .iter()
-                .filter(|l| bound_ipv4(l.addr) == Some(alias))
-                .map(|l| l.port)
-                .collect();
-            ports.sort_unstable();
-            ports.dedup();
-            AliasUse {
-                alias,
-                present: present(alias),
-                listening_ports: ports,
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_host::{failure, success, FakeHost};
+    use bottle_core::{pool_usage, AliasPool, AliasUse};
+    use std::net::Ipv4Addr;
 
     const NETSTAT: &str = include_str!("../tests/fixtures/netstat-an-tcp.txt");
     const LSOF: &str = include_str!("../tests/fixtures/lsof-listen.txt");
