@@ -126,7 +126,11 @@ pub enum StepFailure {
 
 /// A launch that failed, after its rollback.
 #[derive(Debug, thiserror::Error)]
-#[error("bottle `{slug}`: {} failed{}", step.describe(), undo_summary(undo_failures))]
+#[error(
+    "bottle `{slug}`: {}{}",
+    what_failed(step, failure),
+    undo_summary(undo_failures)
+)]
 pub struct LaunchError {
     pub slug: Slug,
     pub step: Step,
@@ -142,6 +146,14 @@ pub struct LaunchError {
 pub struct TeardownError {
     pub slug: Slug,
     pub failures: Vec<String>,
+}
+
+/// "starting the bundle failed", or for Ctrl-C, "stopped before starting the bundle".
+fn what_failed(step: &Step, failure: &StepFailure) -> String {
+    match failure {
+        StepFailure::Interrupted => format!("stopped before {}", step.describe()),
+        _ => format!("{} failed", step.describe()),
+    }
 }
 
 fn undo_summary(failures: &[String]) -> String {

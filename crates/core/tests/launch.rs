@@ -412,6 +412,10 @@ fn a_cancelled_launch_rolls_back() {
     let cancel = AtomicBool::new(true);
     let err = up(&mut s, &doubles, &cancel).unwrap_err();
     assert!(matches!(*err.failure, StepFailure::Interrupted));
+    assert_eq!(
+        err.to_string(),
+        "bottle `demo`: stopped before probing the VMM"
+    );
     assert_eq!(doubles.journal.entries(), Vec::<String>::new());
     assert_nothing_left(&s.db);
 }
