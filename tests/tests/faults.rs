@@ -200,3 +200,28 @@ fn gc_removes_this_homes_unrecorded_machines_only() {
         "only this home's machine is removed"
     );
 }
+
+#[test]
+fn ctrl_c_during_a_launch_rolls_it_back() {
+    let home = Home::new("127.0.6.112/28", "0.8.0", "process");
+    let spec = spec(&home, "hasty", 3);
+    let child = home
+        .command(&["up", &spec])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    home.wait_for_step("hasty", Step::StartingBundle, Duration::from_secs(30));
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("bottle `hasty`: stopped before creating the machine"),
+        "{stderr}"
+    );
+    home.assert_empty();
+}
