@@ -175,11 +175,23 @@ fn two_homes_on_one_host_keep_apart() {
     b.env
         .push(("HOME".into(), a.user_home().display().to_string()));
 
-    let spec_a = spec_with_artifact(&a, "twin");
-    let spec_b = spec_with_artifact(&b, "twin");
+    // No services: nothing listens on the aliases, so only the host-wide claims can keep
+    // the second home off the first one's alias.
+    let no_services = |home: &Home| {
+        let path = spec_with_artifact(home, "twin");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.find("[services.").unwrap();
+        std::fs::write(&path, &text[..cut]).unwrap();
+        path
+    };
+    let spec_a = no_services(&a);
+    let spec_b = no_services(&b);
     let up_a = a.run(&["up", &spec_a, "--json"]).json();
     let up_b = b.run(&["up", &spec_b, "--json"]).json();
-    assert_ne!(up_a["alias"], up_b["alias"], "two homes leased one alias");
+    assert_eq!(up_a["alias"], "127.0.10.0");
+    assert_eq!(up_b["alias"], "127.0.10.1", "the claimed alias was skipped");
+    let claims = a.dir.path().join("claims");
+    assert!(claims.join("127.0.10.0").is_file() && claims.join("127.0.10.1").is_file());
     assert_ne!(up_a["machine"]["name"], up_b["machine"]["name"]);
 
     b.run(&["down", "twin"]).ok();

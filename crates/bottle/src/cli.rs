@@ -12,7 +12,8 @@ Exit status:
   3    a spec or config file is invalid
   4    no room: the alias pool is exhausted, the bottle name is taken, or another bottle
        process is working on that bottle
-  5    refused for safety: the agent could not be held to its alias
+  5    refused for safety: the agent could not be held to its alias (or, for `bottle probe`,
+       it reaches something it must not)
   6    a plugin, VMM or container engine failed
   7    no such bottle
   130  interrupted: the launch was stopped and rolled back

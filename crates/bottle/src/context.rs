@@ -31,7 +31,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(global: &GlobalArgs) -> anyhow::Result<Self> {
-        let home = home_dir(|name| std::env::var(name).ok())?;
+        // Absolute, because the database's path names this home in host-wide alias claims.
+        let home = std::path::absolute(home_dir(|name| std::env::var(name).ok())?)?;
         let config = Config::load(&home)?;
         Ok(Context {
             home,

@@ -19,6 +19,11 @@ pub const RUN_FAILED: u8 = 125;
 #[error("no bottle named `{0}`")]
 pub struct NoSuchBottle(pub String);
 
+/// `bottle probe` saw the agent reach what it must not, or miss its own services.
+#[derive(Debug, thiserror::Error)]
+#[error("the promise does not hold for bottle `{0}`: see the table")]
+pub struct PromiseBroken(pub String);
+
 /// The exit status for an error, from the first link of its chain that has a class.
 pub fn classify(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -38,6 +43,9 @@ pub fn classify(err: &anyhow::Error) -> u8 {
         }
         if cause.is::<SpecError>() || cause.is::<ConfigError>() || cause.is::<PoolError>() {
             return INVALID_INPUT;
+        }
+        if cause.is::<PromiseBroken>() {
+            return REFUSED;
         }
         if cause.is::<NoSuchBottle>() {
             return NO_SUCH_BOTTLE;

@@ -266,7 +266,8 @@ impl Launch<'_, '_> {
         net.ensure_pool(&self.request.pool)?;
 
         self.enter(Step::LeasingAlias)?;
-        let busy = busy_aliases(net, runtime, &self.request.pool, slug)?;
+        let instance = self.db.instance_id()?;
+        let busy = busy_aliases(net, runtime, &self.request.pool, slug, &instance)?;
         let alias = self.db.lease_alias(slug, &self.request.pool, &busy)?.alias;
 
         self.enter(Step::StartingBundle)?;
@@ -356,13 +357,15 @@ fn busy_aliases(
     runtime: &dyn BundleRuntime,
     pool: &AliasPool,
     slug: &Slug,
-) -> Result<BTreeMap<Ipv4Addr, String>, BackendError> {
+    instance: &str,
+) -> Result<BTreeMap<Ipv4Addr, String>, StepFailure> {
     let mut busy = BTreeMap::new();
     for alias in net.listeners_on(pool)? {
         busy.insert(alias, "a listener outside bottle".to_owned());
     }
     for resource in runtime.list_owned()? {
-        if &resource.slug == slug {
+        let ours = &resource.slug == slug && resource.instance.as_deref() == Some(instance);
+        if ours {
             continue;
         }
         for alias in resource.published_on.iter().filter(|a| pool.contains(**a)) {

@@ -466,6 +466,20 @@ impl StateDb {
                 .parse()
                 .map_err(|_| corrupt("leases.slug", &holder))?;
             if &holder == slug {
+                // Claims can vanish under a lease (a reboot or a cleaner emptying /tmp):
+                // take it again, so that other homes keep skipping this alias.
+                if let Some(claims) = &self.claims {
+                    let mine = Claim {
+                        db: path.clone(),
+                        slug: slug.clone(),
+                    };
+                    match claims.claim(alias, &mine) {
+                        Ok(ClaimOutcome::Claimed) => {}
+                        other => {
+                            tracing::warn!(%alias, ?other, "cannot claim a leased alias again")
+                        }
+                    }
+                }
                 return Ok(Lease {
                     alias,
                     slug: holder,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::down::load_for;
 use crate::context::{parse_slug, Context};
-use crate::exit::NoSuchBottle;
+use crate::exit::{NoSuchBottle, PromiseBroken};
 use crate::output::{self, Table};
 
 /// Connects from inside the agent with whatever it has: `python3`, else `nc -z`. Exits 0
@@ -153,6 +153,6 @@ pub fn probe(ctx: &Context, slug: &str, json: bool) -> anyhow::Result<ExitCode> 
     if probes.iter().all(|p| p.holds) {
         Ok(ExitCode::SUCCESS)
     } else {
-        anyhow::bail!("the promise does not hold for bottle `{slug}`: see the table")
+        Err(PromiseBroken(slug.to_string()).into())
     }
 }
