@@ -225,3 +225,31 @@ fn ctrl_c_during_a_launch_rolls_it_back() {
     );
     home.assert_empty();
 }
+
+#[test]
+fn gc_removes_the_bottle_of_a_killed_bottle_run() {
+    let home = Home::new("127.0.6.128/28", "0.8.0", "process");
+    let spec = spec(&home, "orphaned", 0);
+    let mut child = home
+        .command(&["run", &spec, "--", "sleep", "60"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    home.wait_for_step("orphaned", Step::Running, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let group = format!("-{}", child.id());
+    std::process::Command::new("kill")
+        .args(["-9", "--", &group])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+
+    let ls = home.run(&["ls", "--json"]).json();
+    assert_eq!(ls[0]["status"], "half-done", "{ls}");
+    let gc = home.run(&["gc"]).ok();
+    assert!(
+        gc.contains("finished removing half-done bottle orphaned"),
+        "{gc}"
+    );
+    home.assert_empty();
+}

@@ -48,6 +48,8 @@ pub struct LaunchRequest<'a> {
     /// Replaces the spec's agent command (`bottle run` passes an empty one and runs its
     /// command with `exec` once the machine is up).
     pub agent_command: Option<Vec<String>>,
+    /// Whether the launcher stays attached and removes the bottle itself (`bottle run`).
+    pub attached: bool,
     /// How long each published port may take to accept a connection.
     pub ready_timeout: Duration,
     /// Set by a Ctrl-C handler: the launch stops at the next step and rolls back.
@@ -182,6 +184,7 @@ pub fn launch(
         vmm: request.vmm,
         runtime: request.runtime,
         launcher_pid: request.launcher_pid,
+        attached: request.attached,
     };
     db.insert_bottle(&new).map_err(|e| LaunchError {
         slug: slug.clone(),
@@ -565,8 +568,10 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Whether a bottle was left half-done: not running, and the process that was working on it
-/// is gone (`is_alive` answers for a process id).
+/// Whether a bottle was left half-done: the process that was working on it is gone while it
+/// was not yet running, or while it was attached to it (`bottle run`) and so was to remove
+/// it (`is_alive` answers for a process id).
 pub fn is_half_done(record: &BottleRecord, is_alive: impl Fn(u32) -> bool) -> bool {
-    record.state != BottleState::Running && !record.launcher_pid.is_some_and(is_alive)
+    let owned_by_its_launcher = record.state != BottleState::Running || record.attached;
+    owned_by_its_launcher && !record.launcher_pid.is_some_and(is_alive)
 }

@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: this home's instance id, which labels what its bottles run.
     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+    // 3: bottles whose launcher stays attached to the agent (`bottle run`).
+    "ALTER TABLE bottles ADD COLUMN attached INTEGER NOT NULL DEFAULT 0;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -244,14 +246,33 @@ pub struct BottleRecord {
     pub runtime: String,
     pub state: BottleState,
     pub step: Step,
-    /// The process that launched it, while it is launching.
+    /// The process that launched it (or last acted on it).
     pub launcher_pid: Option<u32>,
+    /// Whether the launcher stays attached and removes the bottle when its agent exits
+    /// (`bottle run`): such a bottle is half-done once that process is gone.
+    pub attached: bool,
     pub machine: Option<Machine>,
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub alias: Option<Ipv4Addr>,
     pub endpoints: Vec<ServiceEndpoint>,
+}
+
+/// A `bottles` row as SQLite returns it, before its values are checked.
+struct RawBottle {
+    slug: String,
+    spec_path: String,
+    vmm: String,
+    runtime: String,
+    state: String,
+    step: String,
+    launcher_pid: Option<u32>,
+    attached: bool,
+    machine: Option<String>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
 }
 
 /// What a new bottle row starts with.
@@ -262,6 +283,7 @@ pub struct NewBottle<'a> {
     pub vmm: &'a str,
     pub runtime: &'a str,
     pub launcher_pid: u32,
+    pub attached: bool,
 }
 
 /// An open state database.
@@ -643,8 +665,8 @@ impl StateDb {
         let t = now();
         tx.execute(
             "INSERT INTO bottles (slug, spec_path, vmm, runtime, state, step, launcher_pid,
-                                  created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                                  attached, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
             params![
                 new.slug.as_str(),
                 new.spec_path.to_string_lossy(),
@@ -653,6 +675,7 @@ impl StateDb {
                 BottleState::Launching.as_str(),
                 Step::Validated.as_str(),
                 new.launcher_pid,
+                new.attached,
                 t,
             ],
         )
@@ -844,76 +867,66 @@ impl StateDb {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT slug, spec_path, vmm, runtime, state, step, launcher_pid, machine,
-                        last_error, created_at, updated_at
+                "SELECT slug, spec_path, vmm, runtime, state, step, launcher_pid, attached,
+                        machine, last_error, created_at, updated_at
                  FROM bottles ORDER BY slug",
             )
             .map_err(self.sqlite())?;
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<u32>,
-            Option<String>,
-            Option<String>,
-            i64,
-            i64,
-        );
-        let rows: Vec<Row> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                ))
+        let rows = stmt.query_map([], |r| {
+            Ok(RawBottle {
+                slug: r.get(0)?,
+                spec_path: r.get(1)?,
+                vmm: r.get(2)?,
+                runtime: r.get(3)?,
+                state: r.get(4)?,
+                step: r.get(5)?,
+                launcher_pid: r.get(6)?,
+                attached: r.get(7)?,
+                machine: r.get(8)?,
+                last_error: r.get(9)?,
+                created_at: r.get(10)?,
+                updated_at: r.get(11)?,
             })
+        });
+        let rows: Vec<RawBottle> = rows
             .and_then(|rows| rows.collect())
             .map_err(self.sqlite())?;
         rows.into_iter()
-            .map(
-                |(slug, spec_path, vmm, runtime, state, step, pid, machine, last_error, c, u)| {
-                    let slug: Slug = slug
+            .map(|raw| {
+                let slug: Slug = raw
+                    .slug
+                    .parse()
+                    .map_err(|_| self.corrupt("bottles.slug", &raw.slug))?;
+                let machine = match raw.machine {
+                    Some(m) => Some(
+                        serde_json::from_str(&m)
+                            .map_err(|_| self.corrupt("bottles.machine", &m))?,
+                    ),
+                    None => None,
+                };
+                Ok(BottleRecord {
+                    alias: leases.get(&slug).copied(),
+                    endpoints: endpoints.remove(&slug).unwrap_or_default(),
+                    spec_path: PathBuf::from(raw.spec_path),
+                    vmm: raw.vmm,
+                    runtime: raw.runtime,
+                    state: raw
+                        .state
                         .parse()
-                        .map_err(|_| self.corrupt("bottles.slug", &slug))?;
-                    let machine = match machine {
-                        Some(m) => Some(
-                            serde_json::from_str(&m)
-                                .map_err(|_| self.corrupt("bottles.machine", &m))?,
-                        ),
-                        None => None,
-                    };
-                    Ok(BottleRecord {
-                        alias: leases.get(&slug).copied(),
-                        endpoints: endpoints.remove(&slug).unwrap_or_default(),
-                        spec_path: PathBuf::from(spec_path),
-                        vmm,
-                        runtime,
-                        state: state
-                            .parse()
-                            .map_err(|()| self.corrupt("bottles.state", &state))?,
-                        step: step
-                            .parse()
-                            .map_err(|()| self.corrupt("bottles.step", &step))?,
-                        launcher_pid: pid,
-                        machine,
-                        last_error,
-                        created_at: c,
-                        updated_at: u,
-                        slug,
-                    })
-                },
-            )
+                        .map_err(|()| self.corrupt("bottles.state", &raw.state))?,
+                    step: raw
+                        .step
+                        .parse()
+                        .map_err(|()| self.corrupt("bottles.step", &raw.step))?,
+                    launcher_pid: raw.launcher_pid,
+                    attached: raw.attached,
+                    machine,
+                    last_error: raw.last_error,
+                    created_at: raw.created_at,
+                    updated_at: raw.updated_at,
+                    slug,
+                })
+            })
             .collect()
     }
 

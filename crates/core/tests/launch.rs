@@ -230,6 +230,7 @@ fn up(s: &mut Setup, doubles: &Doubles, cancel: &AtomicBool) -> Result<Launched,
         bottle_dir: s.dir.path().join("home/bottles/demo"),
         launcher_pid: std::process::id(),
         agent_command: None,
+        attached: false,
         ready_timeout: Duration::from_secs(2),
         cancel,
     };

@@ -108,6 +108,7 @@ fn new_bottle<'a>(slug: &'a Slug, spec: &'a Path) -> NewBottle<'a> {
         vmm: "smolvm",
         runtime: "process",
         launcher_pid: 42,
+        attached: false,
     }
 }
 

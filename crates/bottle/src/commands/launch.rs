@@ -134,6 +134,7 @@ pub fn launch_spec(
         pool: ctx.config.pool,
         bottle_dir: ctx.bottle_dir(&spec.slug),
         launcher_pid: std::process::id(),
+        attached: agent_command.is_some(),
         agent_command,
         ready_timeout: Duration::from_secs(args.ready_timeout),
         cancel: &signal::INTERRUPTED,
