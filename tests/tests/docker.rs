@@ -67,7 +67,9 @@ fn a_docker_bundle_answers_on_its_alias_only_and_down_removes_it() {
     let port = up["endpoints"][0]["host_port"].as_u64().unwrap();
     assert_eq!(up["endpoints"][0]["host_ip"], "127.0.9.0");
 
-    let published = docker(&["port", "bottle-e2e-docker-web", "8080/tcp"]);
+    let instance = home.state().instance_id().unwrap();
+    let container = format!("bottle-e2e-docker-{}.web", &instance[..8]);
+    let published = docker(&["port", &container, "8080/tcp"]);
     assert_eq!(
         published.trim(),
         format!("127.0.9.0:{port}"),

@@ -22,13 +22,24 @@ pub const ALIAS: &str = "io.bottle.alias";
 /// a same-named object of another launch.
 pub const LAUNCH: &str = "io.bottle.launch";
 
-/// The container of one service: `bottle-<slug>-<service>`, for people reading `docker ps`.
-///
-/// Different slug and service pairs can give the same name (`a` + `b-c`, `a-b` + `c`), so
-/// bottle finds containers by their labels, never by this name; such a clash fails the
-/// second launch with a name conflict.
-pub fn container_name(slug: &Slug, service: &ServiceName) -> String {
-    format!("{}-{}", slug.resource_name(), service)
+/// The bottle's network: `bottle-<slug>`, followed by the start of the home's instance id
+/// when the runtime has one, so that two homes' bottles of one name do not clash.
+pub fn network_name(slug: &Slug, instance: Option<&str>) -> String {
+    match instance {
+        Some(id) => format!(
+            "{}-{}",
+            slug.resource_name(),
+            id.chars().take(8).collect::<String>()
+        ),
+        None => slug.resource_name(),
+    }
+}
+
+/// The container of one service: the network's name, a dot, and the service, for people
+/// reading `docker ps`. The dot cannot occur in a slug or a service name, so two bottles'
+/// containers never share a name; bottle still finds them by their labels.
+pub fn container_name(slug: &Slug, service: &ServiceName, instance: Option<&str>) -> String {
+    format!("{}.{service}", network_name(slug, instance))
 }
 
 /// A `--filter` value selecting objects that carry `key=value`.
@@ -54,7 +65,14 @@ mod tests {
     fn names_and_filters() {
         let slug: Slug = "review-bot".parse().unwrap();
         let service: ServiceName = "mcp".parse().unwrap();
-        assert_eq!(container_name(&slug, &service), "bottle-review-bot-mcp");
+        assert_eq!(
+            container_name(&slug, &service, None),
+            "bottle-review-bot.mcp"
+        );
+        assert_eq!(
+            container_name(&slug, &service, Some("0123456789abcdef")),
+            "bottle-review-bot-01234567.mcp"
+        );
         assert_eq!(
             filter(SLUG, "review-bot"),
             "label=io.bottle.slug=review-bot"

@@ -70,6 +70,10 @@ impl DockerRuntime {
         labels
     }
 
+    fn network_name(&self, slug: &Slug) -> String {
+        labels::network_name(slug, self.settings.instance.as_deref())
+    }
+
     /// Filters that select bottle `slug`'s objects, of this home only when it has an id.
     fn bottle_filters(&self, slug: &Slug) -> Vec<String> {
         let mut filters = vec![
@@ -129,7 +133,7 @@ impl DockerRuntime {
             .docker()
             .args(["network", "create", "--driver", "bridge", "--opt", &binding])
             .args(label_args(&self.owner_labels(spec, launch)))
-            .arg(spec.slug.resource_name());
+            .arg(self.network_name(&spec.slug));
         self.run(&cmd)?;
         Ok(())
     }
@@ -146,7 +150,7 @@ impl DockerRuntime {
         let mut cmd = self
             .docker()
             .args(["run", "--detach", "--pull", "never", "--name", &p.container])
-            .args(["--network", &spec.slug.resource_name()])
+            .args(["--network", &self.network_name(&spec.slug)])
             // Services reach each other by service name, within their bottle's network only.
             .args(["--network-alias", service.name.as_str()])
             .args(label_args(&labels));
@@ -488,7 +492,7 @@ impl BundleRuntime for DockerRuntime {
     }
 
     fn start_bundle(&self, spec: &BundleLaunchSpec) -> Result<Vec<ServiceEndpoint>, BackendError> {
-        let planned = plan(spec)?;
+        let planned = plan(spec, self.settings.instance.as_deref())?;
         let launch = labels::new_launch_id();
         info!(slug = %spec.slug, alias = %spec.publish_host_ip, %launch, "starting the bundle");
 
@@ -562,7 +566,10 @@ fn has_isolation_gap(server_version: &str) -> bool {
 
 /// Checks the whole bundle before anything is created, so that a bad spec leaves nothing to
 /// roll back.
-fn plan(spec: &BundleLaunchSpec) -> Result<Vec<Planned<'_>>, DockerError> {
+fn plan<'a>(
+    spec: &'a BundleLaunchSpec,
+    instance: Option<&str>,
+) -> Result<Vec<Planned<'a>>, DockerError> {
     let alias = spec.publish_host_ip;
     if alias.is_unspecified() || alias.is_broadcast() || alias.is_multicast() {
         return Err(DockerError::NotAnAlias(alias));
@@ -583,7 +590,7 @@ fn plan(spec: &BundleLaunchSpec) -> Result<Vec<Planned<'_>>, DockerError> {
                 }
                 Some(image) => image,
             };
-            let container = labels::container_name(&spec.slug, &service.name);
+            let container = labels::container_name(&spec.slug, &service.name, instance);
             Ok(Planned {
                 service,
                 image,

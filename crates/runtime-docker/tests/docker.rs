@@ -241,7 +241,7 @@ fn ports_are_published_on_the_alias_only_and_answer() {
 
         // Docker itself reports one binding, on the alias.
         let port = format!("{container_port}/tcp");
-        let printed = docker(&["port", "bottle-rd-alias-only-web", &port]);
+        let printed = docker(&["port", "bottle-rd-alias-only.web", &port]);
         let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines, [endpoint.address()]);
 
@@ -288,7 +288,7 @@ fn ports_are_published_on_the_alias_only_and_answer() {
         [
             (
                 "container".to_owned(),
-                "bottle-rd-alias-only-web".to_owned(),
+                "bottle-rd-alias-only.web".to_owned(),
                 vec![alias],
                 true
             ),
@@ -317,9 +317,9 @@ fn bundles_of_two_bottles_cannot_reach_each_other() {
     rt.start_bundle(&a).unwrap();
     rt.start_bundle(&b).unwrap();
     let (peer_a, web_a, web_b) = (
-        "bottle-rd-iso-a-peer",
-        "bottle-rd-iso-a-web",
-        "bottle-rd-iso-b-web",
+        "bottle-rd-iso-a.peer",
+        "bottle-rd-iso-a.web",
+        "bottle-rd-iso-b.web",
     );
 
     // Within a bottle, services reach each other by service name, container name and IP.
@@ -367,7 +367,7 @@ fn bundles_stay_apart_while_other_networks_are_created() {
         vec![web("web")],
     ))
     .unwrap();
-    let (web_a, target) = ("bottle-rd-race-a-web", container_ip("bottle-rd-race-b-web"));
+    let (web_a, target) = ("bottle-rd-race-a.web", container_ip("bottle-rd-race-b.web"));
 
     // Twenty loops in bottle A keep trying bottle B's web, each attempt cut short so that
     // many fall into the gaps; each success is a line in /tmp/hits.
@@ -431,7 +431,7 @@ fn stop_leaves_nothing_behind_even_from_another_runtime() {
     found.sort();
     assert_eq!(
         found,
-        ["bottle-rd-stop", "bottle-rd-stop-api", "bottle-rd-stop-web"]
+        ["bottle-rd-stop", "bottle-rd-stop.api", "bottle-rd-stop.web"]
     );
 
     // A fresh runtime knows nothing but the labels, as after a crash.
@@ -550,7 +550,7 @@ fn a_second_start_of_a_running_bottle_fails_and_leaves_the_first_alone() {
     assert!(err.message.contains("already exists"), "{err}");
     let mut found = labelled(slug);
     found.sort();
-    assert_eq!(found, ["bottle-rd-twice", "bottle-rd-twice-web"]);
+    assert_eq!(found, ["bottle-rd-twice", "bottle-rd-twice.web"]);
     assert!(http_get(address(&endpoints[0])).unwrap().contains(PAGE));
 }
 
