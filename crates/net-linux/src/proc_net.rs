@@ -137,22 +137,11 @@ mod tests {
 
     /// /proc/net/tcp captured on x86_64 with listeners on 127.0.0.201 and 0.0.0.0, a
     /// connection in TIME_WAIT, and an ESTABLISHED one.
-    const TCP: &str = "\
-  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: C900007F:BAA7 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 18669 1 00000000101819c0 100 0 0 10 0
-   1: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1062 1 0000000046b0de2a 100 0 0 10 0
-   2: E600007F:8000 0100007F:83F6 06 00000000:00000000 03:00000924 00000000     0        0 0 3 00000000e6b7d5da
-   3: 0100007F:83F6 E600007F:8000 01 00000000:00000000 00:00000000 00000000  1000        0 20411 1 0000000033b1d0a2 20 4 30 10 -1
-";
+    const TCP: &str = include_str!("../tests/fixtures/proc-net-tcp.txt");
 
     /// /proc/net/tcp6 captured on x86_64 with listeners on `::`, on ::ffff:127.0.0.203
     /// (an IPv4-mapped address) and on ::1.
-    const TCP6: &str = "\
-  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:9567 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 18670 1 00000000e6741315 100 0 0 10 0
-   1: 0000000000000000FFFF0000CB00007F:89DD 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 18668 1 00000000a37fc4a1 100 0 0 10 0
-   2: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 17702 1 00000000c9d5e1f0 100 0 0 10 0
-";
+    const TCP6: &str = include_str!("../tests/fixtures/proc-net-tcp6.txt");
 
     fn listener(addr: &str, port: u16) -> Listener {
         Listener {

@@ -60,23 +60,7 @@ mod tests {
         let pool: AliasPool = "127.0.0.16/31".parse().unwrap();
         assert_eq!(
             launchd_plist(&pool),
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-	<key>Label</key>
-	<string>bottle.lo0-aliases</string>
-	<key>ProgramArguments</key>
-	<array>
-		<string>/bin/sh</string>
-		<string>-c</string>
-		<string>/sbin/ifconfig lo0 alias 127.0.0.16 up &amp;&amp; /sbin/ifconfig lo0 alias 127.0.0.17 up</string>
-	</array>
-	<key>RunAtLoad</key>
-	<true/>
-</dict>
-</plist>
-"#
+            include_str!("../tests/fixtures/launchd-lo0-aliases.plist")
         );
     }
 
