@@ -63,14 +63,13 @@ fn a_patch_that_does_not_stick_stops_the_launch() {
         err.contains("bottle `slippery`: creating the machine failed"),
         "{err}"
     );
-    let fake = home.smolvm_data().join("fake");
-    let started = std::fs::read_dir(fake)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".enforced.json"))
-        })
-        .unwrap_or(false);
-    assert!(!started, "the machine was never started");
+    // `delete` removes what `start` wrote down, so ask the fake's log of calls instead.
+    let calls = std::fs::read_to_string(home.smolvm_data().join("fake/calls.log")).unwrap();
+    assert!(calls.contains("\"create\""), "{calls}");
+    assert!(
+        !calls.contains("\"start\""),
+        "the machine was started: {calls}"
+    );
 }
 
 #[test]
