@@ -766,15 +766,6 @@ impl StateDb {
         )
     }
 
-    /// Records which process now acts on the bottle (`bottle down` taking over, say).
-    pub fn set_launcher_pid(&self, slug: &Slug, pid: u32) -> Result<(), StateError> {
-        self.update(
-            slug,
-            "UPDATE bottles SET launcher_pid = ?1, updated_at = ?2 WHERE slug = ?3",
-            &pid,
-        )
-    }
-
     pub fn set_machine(&self, slug: &Slug, machine: &Machine) -> Result<(), StateError> {
         let json = serde_json::to_string(machine).expect("a machine serialises");
         self.update(
