@@ -3,9 +3,10 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Output};
+
+use bottle_command::{stderr_text, CommandLine};
 
 use crate::error::Error;
 
@@ -20,20 +21,18 @@ pub const HELPER_MESSAGE_PREFIX: &str = "bottle-sandbox: ";
 /// tested, logged at debug, and shown when it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperCommand {
-    program: PathBuf,
-    args: Vec<OsString>,
+    line: CommandLine,
 }
 
 impl HelperCommand {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         HelperCommand {
-            program: program.into(),
-            args: Vec::new(),
+            line: CommandLine::new(program.into()),
         }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
+        self.line = self.line.arg(arg);
         self
     }
 
@@ -42,14 +41,8 @@ impl HelperCommand {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.args.extend(args.into_iter().map(Into::into));
+        self.line = self.line.args(args);
         self
-    }
-
-    fn process(&self) -> Command {
-        let mut process = Command::new(&self.program);
-        process.args(&self.args).stdin(Stdio::null());
-        process
     }
 
     fn spawn_error(&self, source: io::Error) -> Error {
@@ -61,16 +54,10 @@ impl HelperCommand {
 
     /// The error for a run that ended with `status`, showing what it wrote to stderr.
     pub(crate) fn failed(&self, status: ExitStatus, stderr: &[u8]) -> Error {
-        let stderr = String::from_utf8_lossy(stderr);
-        let stderr = stderr.trim();
         Error::Failed {
             command: self.to_string(),
             status: status.to_string(),
-            stderr: if stderr.is_empty() {
-                "(no output on stderr)".to_owned()
-            } else {
-                stderr.to_owned()
-            },
+            stderr: stderr_text(stderr),
         }
     }
 
@@ -85,70 +72,26 @@ impl HelperCommand {
 
     /// Runs the command with its output captured, whatever its exit status.
     pub(crate) fn run_capturing(&self) -> Result<Output, Error> {
-        tracing::debug!(command = %self, "running the sandbox helper");
-        // In a process group of its own, so that a Ctrl-C meant for bottle (which then rolls
-        // back) does not also kill the command bottle is waiting for, or an undo under way.
-        let output = self
-            .process()
-            .process_group(0)
-            .output()
-            .map_err(|e| self.spawn_error(e))?;
-        tracing::debug!(command = %self, status = %output.status, "the sandbox helper exited");
-        Ok(output)
+        self.line.output().map_err(|e| self.spawn_error(e))
     }
 
     /// Runs the command on bottle's own terminal, whatever its exit status.
     pub(crate) fn run_inheriting(&self) -> Result<ExitStatus, Error> {
-        tracing::debug!(command = %self, "running the sandbox helper on the terminal");
-        let mut process = self.process();
-        process
-            .stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-        let status = process.status().map_err(|e| self.spawn_error(e))?;
-        tracing::debug!(command = %self, %status, "the sandbox helper exited");
-        Ok(status)
+        self.line
+            .status_on_terminal()
+            .map_err(|e| self.spawn_error(e))
     }
 }
 
-/// Shows the command as a shell would take it, quoting only the words that need it.
 impl fmt::Display for HelperCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_word(f, &self.program.to_string_lossy())?;
-        for arg in &self.args {
-            f.write_str(" ")?;
-            write_word(f, &arg.to_string_lossy())?;
-        }
-        Ok(())
-    }
-}
-
-fn write_word(f: &mut fmt::Formatter<'_>, word: &str) -> fmt::Result {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
-    if plain {
-        f.write_str(word)
-    } else {
-        write!(f, "'{}'", word.replace('\'', r"'\''"))
+        self.line.fmt(f)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shows_as_a_shell_command() {
-        let command = HelperCommand::new("/opt/bottle-sandbox")
-            .args(["exec", "/m/bottle-a", "--"])
-            .args(["sh", "-c", "echo 'hi' there", ""]);
-        assert_eq!(
-            command.to_string(),
-            r#"/opt/bottle-sandbox exec /m/bottle-a -- sh -c 'echo '\''hi'\'' there' ''"#
-        );
-    }
 
     #[test]
     fn a_failure_shows_the_command_status_and_stderr() {
