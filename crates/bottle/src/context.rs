@@ -13,13 +13,13 @@ use crate::cli::GlobalArgs;
 use crate::exit::NoSuchBottle;
 
 /// The VMM used when neither the command line, the spec nor the config names one.
-pub const DEFAULT_VMM: &str = if cfg!(target_os = "macos") {
+const DEFAULT_VMM: &str = if cfg!(target_os = "macos") {
     "smolvm"
 } else {
     "sandbox"
 };
 /// The bundle runtime used when nothing names one: it needs nothing installed.
-pub const DEFAULT_RUNTIME: &str = "process";
+const DEFAULT_RUNTIME: &str = "process";
 
 pub struct Context {
     pub home: PathBuf,
@@ -132,15 +132,22 @@ impl Context {
         self.home.join("bottles").join(slug.as_str())
     }
 
-    /// The VMM and runtime for a launch: flag, then spec, then config, then the default.
-    pub fn choose(
-        &self,
-        flag: Option<&str>,
-        spec: Option<&str>,
-        config: Option<&str>,
-        default: &str,
-    ) -> String {
-        flag.or(spec).or(config).unwrap_or(default).to_owned()
+    /// The VMM plugin's full name: the flag, else the spec, else the config, else the default.
+    pub fn vmm_name(&self, flag: Option<&str>, spec: Option<&str>) -> String {
+        let name = flag
+            .or(spec)
+            .or(self.config.vmm.as_deref())
+            .unwrap_or(DEFAULT_VMM);
+        full_name("vmm", name)
+    }
+
+    /// The runtime plugin's full name, chosen as [`Context::vmm_name`] is.
+    pub fn runtime_name(&self, flag: Option<&str>, spec: Option<&str>) -> String {
+        let name = flag
+            .or(spec)
+            .or(self.config.runtime.as_deref())
+            .unwrap_or(DEFAULT_RUNTIME);
+        full_name("runtime", name)
     }
 }
 

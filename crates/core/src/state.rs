@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::AliasPool;
@@ -308,6 +308,13 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Starts a transaction that takes the write lock before it reads, so that what it reads
+/// cannot change before it writes.
+fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, StateError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error(path))
+}
+
 /// Maps a SQLite error to one that names the database.
 fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + Copy + '_ {
     move |source| StateError::Sqlite {
@@ -388,10 +395,7 @@ impl StateDb {
     fn migrate(&mut self) -> Result<(), StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let found: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sqlite)?;
@@ -418,10 +422,7 @@ impl StateDb {
     pub fn instance_id(&mut self) -> Result<String, StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let found: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
                 r.get(0)
@@ -465,10 +466,7 @@ impl StateDb {
     ) -> Result<Lease, StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let held: Vec<(String, String, i64)> = {
             let mut stmt = tx
                 .prepare("SELECT alias, slug, leased_at FROM leases ORDER BY alias")
@@ -639,10 +637,7 @@ impl StateDb {
     pub fn insert_bottle(&mut self, new: &NewBottle<'_>) -> Result<(), StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT state FROM bottles WHERE slug = ?1",
@@ -709,10 +704,7 @@ impl StateDb {
     ) -> Result<BottleRecord, StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let row: Option<(String, Option<u32>)> = tx
             .query_row(
                 "SELECT state, launcher_pid FROM bottles WHERE slug = ?1",
@@ -791,10 +783,7 @@ impl StateDb {
     ) -> Result<(), StateError> {
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()])
             .map_err(sqlite)?;
         for e in endpoints {
@@ -819,10 +808,7 @@ impl StateDb {
         let lease = self.lease_of(slug)?;
         let path = self.path.clone();
         let sqlite = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
+        let tx = immediate(&mut self.conn, &path)?;
         tx.execute("DELETE FROM endpoints WHERE slug = ?1", [slug.as_str()])
             .map_err(sqlite)?;
         tx.execute("DELETE FROM bottles WHERE slug = ?1", [slug.as_str()])

@@ -8,7 +8,7 @@ use bottle_plugin_api::PluginKind;
 use serde::Serialize;
 
 use super::net::{pool_status, print_aliases, PoolStatus};
-use crate::context::{full_name, Context, DEFAULT_RUNTIME, DEFAULT_VMM};
+use crate::context::Context;
 use crate::output;
 
 #[derive(Serialize)]
@@ -106,11 +106,8 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = ctx.plugin_names(PluginKind::Net).len()
         + ctx.plugin_names(PluginKind::Vmm).len()
         + ctx.plugin_names(PluginKind::Runtime).len();
-    let default_vmm = full_name("vmm", ctx.config.vmm.as_deref().unwrap_or(DEFAULT_VMM));
-    let default_runtime = full_name(
-        "runtime",
-        ctx.config.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME),
-    );
+    let default_vmm = ctx.vmm_name(None, None);
+    let default_runtime = ctx.runtime_name(None, None);
     let report = Report {
         ready: net.ok && ready(&vmms, &default_vmm) && ready(&runtimes, &default_runtime),
         version: env!("CARGO_PKG_VERSION"),

@@ -8,7 +8,7 @@ use bottle_core::launch::{self, is_half_done, Backends, LaunchRequest, Launched}
 use bottle_core::{BottleSpec, BundleRuntime, ExecStdio, NetScoper, VmmBackend};
 
 use crate::cli::{LaunchArgs, RunArgs, UpArgs};
-use crate::context::{full_name, is_alive, Context, DEFAULT_RUNTIME, DEFAULT_VMM};
+use crate::context::{is_alive, Context};
 use crate::exit::RUN_FAILED;
 use crate::output::{self, Progress};
 use crate::signal;
@@ -96,24 +96,8 @@ pub fn launch_spec(
     spec: &BottleSpec,
     agent_command: Option<Vec<String>>,
 ) -> anyhow::Result<(Launched, Loaded)> {
-    let vmm = full_name(
-        "vmm",
-        &ctx.choose(
-            args.vmm.as_deref(),
-            spec.vmm.as_deref(),
-            ctx.config.vmm.as_deref(),
-            DEFAULT_VMM,
-        ),
-    );
-    let runtime = full_name(
-        "runtime",
-        &ctx.choose(
-            args.runtime.as_deref(),
-            spec.runtime.as_deref(),
-            ctx.config.runtime.as_deref(),
-            DEFAULT_RUNTIME,
-        ),
-    );
+    let vmm = ctx.vmm_name(args.vmm.as_deref(), spec.vmm.as_deref());
+    let runtime = ctx.runtime_name(args.runtime.as_deref(), spec.runtime.as_deref());
     let loaded = Loaded {
         net: ctx.net()?,
         vmm: ctx
