@@ -77,7 +77,14 @@ fn up_ls_inspect_down() {
     );
 
     let again = home.run(&["down", "life"]);
-    assert!(again.fails_with(7).contains("no bottle named `life`"));
+    assert_eq!(again.ok(), "", "a second down removes nothing");
+    assert!(
+        again
+            .stderr()
+            .contains("no bottle named `life`: nothing to remove"),
+        "{}",
+        again.stderr()
+    );
 }
 
 #[test]
@@ -156,11 +163,22 @@ fn plugins_lists_every_first_party_plugin() {
         "net-linux",
         "net-macos",
         "vmm-smolvm",
+        "vmm-sandbox",
         "runtime-docker",
         "runtime-process",
     ] {
         assert!(loaded.contains(&name), "{name} is not loaded: {plugins}");
     }
+    let rejected: Vec<_> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] != "loaded")
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "a fresh build rejects nothing: {rejected:?}"
+    );
 }
 
 #[test]

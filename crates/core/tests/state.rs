@@ -205,6 +205,83 @@ fn a_database_from_a_newer_bottle_is_refused() {
     );
 }
 
+/// The schema of the first release, written by hand as that release wrote it, so that the
+/// test keeps proving the upgrade path however the current schema grows.
+const SCHEMA_1: &str = r#"
+    CREATE TABLE bottles (
+        slug TEXT PRIMARY KEY NOT NULL, spec_path TEXT NOT NULL, vmm TEXT NOT NULL,
+        runtime TEXT NOT NULL, state TEXT NOT NULL, step TEXT NOT NULL,
+        launcher_pid INTEGER, machine TEXT, last_error TEXT,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        alias TEXT PRIMARY KEY NOT NULL, slug TEXT NOT NULL UNIQUE, leased_at INTEGER NOT NULL
+    );
+    CREATE TABLE endpoints (
+        slug TEXT NOT NULL REFERENCES bottles(slug) ON DELETE CASCADE,
+        service TEXT NOT NULL, container_port INTEGER NOT NULL,
+        host_ip TEXT NOT NULL, host_port INTEGER NOT NULL,
+        PRIMARY KEY (slug, service, container_port)
+    );
+    INSERT INTO bottles VALUES ('old', '/specs/old.toml', 'vmm-smolvm', 'runtime-docker',
+        'running', 'running', 42, '{"name":"bottle-old"}', NULL, 1796000000, 1796000001);
+    INSERT INTO leases VALUES ('127.0.0.17', 'old', 1796000000);
+    INSERT INTO endpoints VALUES ('old', 'tools', 8080, '127.0.0.17', 49154);
+    PRAGMA user_version = 1;
+"#;
+
+#[test]
+fn a_database_of_the_first_schema_is_migrated_with_its_bottles() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(STATE_FILE_NAME)).unwrap();
+    conn.execute_batch(SCHEMA_1).unwrap();
+    drop(conn);
+
+    let mut db = StateDb::open_in(dir.path()).unwrap();
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = StateDb::open_in(fresh_dir.path()).unwrap();
+    assert_eq!(
+        db.schema_version().unwrap(),
+        fresh.schema_version().unwrap()
+    );
+    assert!(db.schema_version().unwrap() > 1);
+
+    let old = slug("old");
+    let record = db
+        .bottle(&old)
+        .unwrap()
+        .expect("the bottle survives the migration");
+    assert_eq!(record.state, BottleState::Running);
+    assert_eq!(record.step, Step::Running);
+    assert_eq!(record.vmm, "vmm-smolvm");
+    assert_eq!(record.launcher_pid, Some(42));
+    assert!(
+        !record.attached,
+        "bottles of the first schema were never attached"
+    );
+    assert_eq!(record.alias, Some(alias(17)));
+    assert_eq!(record.endpoints.len(), 1);
+    assert_eq!(record.endpoints[0].host_port, 49154);
+    assert_eq!(
+        record.machine.map(|m| m.name),
+        Some("bottle-old".to_owned())
+    );
+    assert_eq!(
+        db.instance_id().unwrap().len(),
+        16,
+        "migration 2 gives the home an id"
+    );
+
+    let err = db
+        .lease_alias(
+            &slug("new"),
+            &"127.0.0.17/32".parse().unwrap(),
+            &none_busy(),
+        )
+        .expect_err("the migrated lease still holds its alias");
+    assert!(matches!(err, StateError::PoolExhausted { .. }), "{err}");
+}
+
 #[test]
 fn the_instance_id_is_made_once_and_kept() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use bottle_plugin_api::{test_support, Discovery, Outcome, PluginKind, PLUGIN_API_VERSION};
 use serde_json::Map;
 
-const FIRST_PARTY: [(&str, &str, PluginKind, &[&str]); 5] = [
+const FIRST_PARTY: [(&str, &str, PluginKind, &[&str]); 6] = [
     (
         "bottle-plugin-net-linux",
         "net-linux",
@@ -25,6 +25,12 @@ const FIRST_PARTY: [(&str, &str, PluginKind, &[&str]); 5] = [
         "vmm-smolvm",
         PluginKind::Vmm,
         &["linux", "macos"],
+    ),
+    (
+        "bottle-plugin-vmm-sandbox",
+        "vmm-sandbox",
+        PluginKind::Vmm,
+        &["linux"],
     ),
     (
         "bottle-plugin-runtime-docker",

@@ -9,21 +9,26 @@ use bottle_core::state::BottleRecord;
 use super::launch::Loaded;
 use crate::cli::DownArgs;
 use crate::context::{is_alive, parse_slug, Context};
-use crate::exit::NoSuchBottle;
 use crate::output::Progress;
 
+/// Removing is idempotent: a bottle that is not recorded (removed already, or never there)
+/// is reported on stderr and is not a failure, so `down` can be repeated safely.
 pub fn down(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
     let mut db = ctx.db()?;
     let records = if args.all {
-        db.bottles()?
+        let records = db.bottles()?;
+        if records.is_empty() {
+            eprintln!("bottle: no bottles here: nothing to remove");
+        }
+        records
     } else {
         let mut records = Vec::new();
         for slug in &args.slugs {
             let slug = parse_slug(slug)?;
-            records.push(
-                db.bottle(&slug)?
-                    .ok_or_else(|| NoSuchBottle(slug.to_string()))?,
-            );
+            match db.bottle(&slug)? {
+                Some(record) => records.push(record),
+                None => eprintln!("bottle: no bottle named `{slug}`: nothing to remove"),
+            }
         }
         records
     };
