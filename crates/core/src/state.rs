@@ -310,6 +310,27 @@ fn random_id() -> String {
 
 /// Starts a transaction that takes the write lock before it reads, so that what it reads
 /// cannot change before it writes.
+/// Switches the database to WAL mode, waiting out other processes doing the same.
+///
+/// On a new file, processes opening it at once all read it in rollback mode and then ask for
+/// the exclusive lock the switch needs. SQLite answers all but one of them `SQLITE_BUSY` at
+/// once, without its busy handler, since waiting while holding a read lock could deadlock;
+/// so the switch is retried here, within the same [`BUSY_TIMEOUT`].
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, StateError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error(path))
@@ -347,8 +368,7 @@ impl StateDb {
         };
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
+        use_wal(&conn).map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", true)

@@ -333,3 +333,27 @@ fn two_homes_sharing_a_claim_directory_never_lease_the_same_alias() {
     );
     let _ = b.release_lease(&slug("same")).unwrap();
 }
+
+/// Regression: processes opening a new state database at once raced for the switch to WAL,
+/// and the losers failed at once with "database is locked" instead of waiting.
+#[test]
+fn many_opening_a_new_database_at_once_all_get_it() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(12);
+        std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..12)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        StateDb::open_in(dir.path()).map(|db| db.schema_version().unwrap())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "{:?}", opened.err());
+            }
+        });
+    }
+}

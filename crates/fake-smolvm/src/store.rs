@@ -52,8 +52,16 @@ impl Store {
         let conn = Connection::open(path).map_err(db_error)?;
         conn.busy_timeout(Duration::from_secs(15))
             .map_err(db_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_error)?;
+        // Processes creating the file at once race for the switch to WAL, and SQLite refuses
+        // the losers at once rather than through the busy timeout: try again until it sticks.
+        let mut tries = 0;
+        while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+            tries += 1;
+            if e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) || tries > 3000 {
+                return Err(db_error(e));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_error)?;
         conn.execute_batch(SCHEMA).map_err(db_error)?;
