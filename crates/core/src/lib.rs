@@ -24,7 +24,9 @@ pub use addr::{AliasPool, Ipv4Cidr, PoolError};
 pub use backend::{BackendError, ErrorKind};
 pub use config::{Config, ConfigError};
 pub use name::{NameError, ServiceName, Slug};
-pub use net::{pool_usage, AliasUse, Listener, NetScoper, PoolReport};
+pub use net::{
+    pool_usage, AliasUse, Listener, NetScoper, PersistPlan, PlannedCommand, PlannedFile, PoolReport,
+};
 pub use runtime::{BundleLaunchSpec, BundleRuntime, OwnedResource, ServiceEndpoint, ServiceLaunch};
 pub use spec::{Agent, BottleSpec, Mount, Service, SpecError};
 #[cfg(feature = "state")]

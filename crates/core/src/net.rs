@@ -1,7 +1,8 @@
-//! The `NetScoper` trait: making a pool's aliases usable on this host and finding which of
-//! them something else already listens on.
+//! The `NetScoper` trait: making a pool's aliases usable on this host, keeping them usable
+//! across reboots, and finding which of them something else already listens on.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,45 @@ pub struct PoolReport {
     pub present: Vec<Ipv4Addr>,
     /// Aliases this call made usable (macOS adds them to `lo0`; Linux never needs to).
     pub added: Vec<Ipv4Addr>,
+}
+
+/// What keeping a pool usable across reboots takes on this host: what
+/// [`NetScoper::persist`] would do, shown to the user before it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PersistPlan {
+    /// Nothing to do: this OS keeps the pool usable across reboots by itself.
+    NotNeeded {
+        /// Why, in one line.
+        reason: String,
+    },
+    /// Run `command` once: it writes `files` and puts them to use.
+    Install {
+        /// What the installed files do, in one line.
+        summary: String,
+        /// Every file `command` writes, with its whole contents.
+        files: Vec<PlannedFile>,
+        command: PlannedCommand,
+    },
+}
+
+/// A file a [`PersistPlan`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFile {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// The one command a [`PersistPlan`] runs, as a user would run it by hand; the plugin may
+/// add flags that only change how it asks (sudo's `-p` or `-n`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The same, as a line for a POSIX shell.
+    pub line: String,
+    /// The planned file whose contents the command reads on its standard input, if any.
+    pub stdin: Option<PathBuf>,
 }
 
 /// How one alias of the pool is used on the host, as the net plugin sees it.
@@ -89,6 +129,18 @@ pub trait NetScoper: Send + Sync {
     /// Every alias of `pool` with whether it exists and what listens on it.
     fn pool_status(&self, pool: &AliasPool) -> Result<Vec<AliasUse>, BackendError>;
 
+    /// What [`persist`](NetScoper::persist) would write and run for the pool; changes
+    /// nothing. A scoper that does not implement it says so.
+    fn persist_plan(&self, _pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        Err(BackendError::not_supported(&self.name(), "persist_plan"))
+    }
+
+    /// Makes every alias of the pool usable after each reboot without bottle's help, and
+    /// returns the plan it carried out.
+    fn persist(&self, _pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        Err(BackendError::not_supported(&self.name(), "persist"))
+    }
+
     /// The aliases of `pool` that something already listens on.
     fn listeners_on(&self, pool: &AliasPool) -> Result<Vec<Ipv4Addr>, BackendError> {
         Ok(self
@@ -146,6 +198,36 @@ mod tests {
                 (ip(18), true, vec![3000]),
                 (ip(19), false, vec![]),
             ]
+        );
+    }
+
+    #[test]
+    fn a_plan_says_in_its_json_which_action_it_is() {
+        let not_needed = PersistPlan::NotNeeded {
+            reason: "lo routes 127.0.0.0/8".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&not_needed).unwrap(),
+            serde_json::json!({"action": "not_needed", "reason": "lo routes 127.0.0.0/8"})
+        );
+        let install = PersistPlan::Install {
+            summary: "a job".into(),
+            files: vec![PlannedFile {
+                path: "/etc/job".into(),
+                contents: "run\n".into(),
+            }],
+            command: PlannedCommand {
+                argv: vec!["sudo".into(), "tee".into(), "/etc/job".into()],
+                line: "sudo tee /etc/job".into(),
+                stdin: Some("/etc/job".into()),
+            },
+        };
+        let json = serde_json::to_value(&install).unwrap();
+        assert_eq!(json["action"], "install");
+        assert_eq!(json["command"]["stdin"], "/etc/job");
+        assert_eq!(
+            serde_json::from_value::<PersistPlan>(json).unwrap(),
+            install
         );
     }
 

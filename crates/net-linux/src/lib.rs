@@ -2,7 +2,8 @@
 //! what already listens on them.
 //!
 //! Linux routes all of 127.0.0.0/8 to `lo`, so no alias is ever added: `ensure_pool` binds a
-//! socket to each alias instead, which fails when `lo` is down or the route was removed.
+//! socket to each alias instead, which fails when `lo` is down or the route was removed. For
+//! the same reason there is nothing to persist across reboots.
 //! In-use detection reads the kernel's socket tables in /proc, so it needs no `ss` or
 //! `netstat` and sees the sockets of every process in bottle's network namespace.
 //!
@@ -17,7 +18,9 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use bottle_core::{AliasPool, AliasUse, BackendError, ErrorKind, Listener, NetScoper, PoolReport};
+use bottle_core::{
+    AliasPool, AliasUse, BackendError, ErrorKind, Listener, NetScoper, PersistPlan, PoolReport,
+};
 use serde_json::Value;
 
 use crate::proc_net::WordOrder;
@@ -26,6 +29,10 @@ const PROC_NET_TCP: &str = "/proc/net/tcp";
 const PROC_NET_TCP6: &str = "/proc/net/tcp6";
 const LO_FLAGS: &str = "/sys/class/net/lo/flags";
 const NONLOCAL_BIND: &str = "/proc/sys/net/ipv4/ip_nonlocal_bind";
+
+/// Why `bottle net persist` has nothing to do here.
+const NOTHING_TO_PERSIST: &str = "Linux routes all of 127.0.0.0/8 to lo at every boot: the \
+                                  pool's aliases need no setup to survive a reboot";
 
 /// `IFF_UP` in an interface's flags (linux/if.h).
 const IFF_UP: u32 = 0x1;
@@ -68,8 +75,9 @@ impl NetScoper for LinuxNetScoper {
         lines.push(match read_listeners() {
             Ok(listeners) => format!(
                 "in-use detection reads {PROC_NET_TCP} and {PROC_NET_TCP6}: \
-                 {} listening TCP sockets now",
-                listeners.len()
+                 {} listening TCP socket{} now",
+                listeners.len(),
+                if listeners.len() == 1 { "" } else { "s" }
             ),
             Err(err) => format!("in-use detection does not work: {}", err.one_line()),
         });
@@ -110,6 +118,17 @@ impl NetScoper for LinuxNetScoper {
             |alias| probe::bind_probe(alias).is_ok(),
             &listeners,
         ))
+    }
+
+    fn persist_plan(&self, _pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        Ok(PersistPlan::NotNeeded {
+            reason: NOTHING_TO_PERSIST.to_owned(),
+        })
+    }
+
+    fn persist(&self, pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        tracing::debug!(%pool, "nothing to persist on Linux");
+        self.persist_plan(pool)
     }
 }
 
@@ -190,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn there_is_nothing_to_persist_and_persisting_changes_nothing() {
+        let pool = AliasPool::default();
+        let expected = PersistPlan::NotNeeded {
+            reason: "Linux routes all of 127.0.0.0/8 to lo at every boot: the pool's aliases \
+                     need no setup to survive a reboot"
+                .into(),
+        };
+        assert_eq!(LinuxNetScoper.persist_plan(&pool).unwrap(), expected);
+        assert_eq!(LinuxNetScoper.persist(&pool).unwrap(), expected);
+    }
+
+    #[test]
     fn interface_flags_tell_whether_it_is_up() {
         assert_eq!(is_up("0x9\n"), Some(true));
         assert_eq!(is_up("0x8"), Some(false));
@@ -203,9 +234,7 @@ mod tests {
         let lines = LinuxNetScoper.describe().unwrap();
         assert!(lines.iter().any(|l| l == "lo is up"), "{lines:?}");
         assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("listening TCP sockets now")),
+            lines.iter().any(|l| l.contains("listening TCP socket")),
             "{lines:?}"
         );
     }

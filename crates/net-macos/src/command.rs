@@ -6,11 +6,14 @@ use std::fmt;
 
 use bottle_core::{BackendError, ErrorKind};
 
-/// One external command: a program and its arguments, with no shell in between.
+/// One external command: a program, its arguments and what it reads on its standard input,
+/// with no shell in between.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HostCommand {
     pub program: String,
     pub args: Vec<String>,
+    /// The whole standard input; `None` runs the command with none at all.
+    pub stdin: Option<String>,
 }
 
 impl HostCommand {
@@ -18,11 +21,37 @@ impl HostCommand {
         HostCommand {
             program: program.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            stdin: None,
         }
+    }
+
+    /// The command, to be run with `text` as its standard input.
+    pub(crate) fn with_stdin(mut self, text: String) -> Self {
+        self.stdin = Some(text);
+        self
+    }
+
+    /// The command as a user pastes it into a POSIX shell: its line, followed by its
+    /// standard input as a here-document when it has one.
+    pub(crate) fn pasteable(&self) -> String {
+        let Some(stdin) = &self.stdin else {
+            return self.to_string();
+        };
+        let mut delimiter = String::from("BOTTLE_INPUT");
+        while stdin.lines().any(|line| line == delimiter) {
+            delimiter.push('_');
+        }
+        let newline = if stdin.is_empty() || stdin.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        format!("{self} <<'{delimiter}'\n{stdin}{newline}{delimiter}")
     }
 }
 
-/// The command as a POSIX shell line, so that a user can paste what an error shows.
+/// The command as a POSIX shell line, without its standard input, so that a user can see
+/// what ran in an error; [`HostCommand::pasteable`] adds the input.
 impl fmt::Display for HostCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&shell_quote(&self.program))?;
@@ -60,7 +89,8 @@ impl CommandOutput {
 
 /// The seam between the scoper's logic and the OS: everything else is pure.
 pub(crate) trait Host: Send + Sync {
-    /// Runs `command` to completion with no standard input, capturing its output.
+    /// Runs `command` to completion with `command.stdin` as its standard input (or none),
+    /// capturing its output.
     fn run(&self, command: &HostCommand) -> Result<CommandOutput, BackendError>;
 
     /// Whether standard input is a terminal, i.e. whether sudo may ask for a password.
@@ -115,6 +145,28 @@ mod tests {
         );
         let quote = HostCommand::new("echo", &["it's", ""]);
         assert_eq!(quote.to_string(), r"echo 'it'\''s' ''");
+    }
+
+    #[test]
+    fn a_command_with_input_pastes_as_a_here_document() {
+        let plain = HostCommand::new("/bin/cat", &[]);
+        assert_eq!(plain.pasteable(), "/bin/cat");
+        let cat = HostCommand::new("sudo", &["/bin/sh", "-c", "cat > /x"]);
+        let cat = cat.with_stdin("<a>\n</a>\n".into());
+        assert_eq!(cat.to_string(), "sudo /bin/sh -c 'cat > /x'");
+        assert_eq!(
+            cat.pasteable(),
+            "sudo /bin/sh -c 'cat > /x' <<'BOTTLE_INPUT'\n<a>\n</a>\nBOTTLE_INPUT"
+        );
+    }
+
+    #[test]
+    fn a_here_document_never_ends_early() {
+        let tricky = HostCommand::new("/bin/cat", &[]).with_stdin("BOTTLE_INPUT\nlast".into());
+        assert_eq!(
+            tricky.pasteable(),
+            "/bin/cat <<'BOTTLE_INPUT_'\nBOTTLE_INPUT\nlast\nBOTTLE_INPUT_"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! bottle's NetScoper for macOS: puts the pool's aliases on `lo0`, with at most one sudo
-//! prompt per reboot, and finds what already listens on them.
+//! prompt per reboot (none once `bottle net persist` installed a launchd job that adds them
+//! at boot), and finds what already listens on them.
 //!
 //! All parsing and command building is plain code, compiled and tested on every OS against
 //! macOS output in `tests/fixtures/`; only running a command and asking whether a terminal is
@@ -8,26 +9,28 @@
 //!
 //! Limitations: only TCP listeners count. The fixtures were written from the documented
 //! output formats of macOS's `ifconfig`, `netstat` and `lsof`, not captured on a Mac: replace
-//! them with real captures at the first chance.
+//! them with real captures at the first chance. Likewise the launchd job and the line that
+//! installs it (`persist`) follow launchd's documentation and have not yet run on a Mac.
 
 mod command;
 mod host;
 mod listeners;
 mod lo0;
 mod persist;
+mod sudo;
 #[cfg(test)]
 mod test_host;
 
 use std::fmt;
 
-use bottle_core::{AliasPool, AliasUse, BackendError, ErrorKind, NetScoper, PoolReport};
+use bottle_core::{
+    AliasPool, AliasUse, BackendError, ErrorKind, NetScoper, PersistPlan, PoolReport,
+};
 use serde_json::Value;
 
 use crate::command::Host;
 use crate::host::SystemHost;
 use crate::listeners::ListenerSource;
-
-pub use crate::persist::{launchd_plist, LAUNCHD_LABEL, LAUNCHD_PLIST_PATH};
 
 /// The `net-macos` plugin's NetScoper.
 pub struct MacosNetScoper {
@@ -89,7 +92,8 @@ impl NetScoper for MacosNetScoper {
         let host = self.host.as_ref();
         let lo0 = lo0::read_lo0(host)?;
         let mut lines = vec![
-            "aliases live on lo0 until reboot; the missing ones are added in one sudo call"
+            "aliases live on lo0 until reboot; the missing ones are added in one sudo call \
+             (`bottle net persist` re-adds them at every boot)"
                 .to_owned(),
         ];
         let addresses: Vec<String> = lo0.inet.iter().map(ToString::to_string).collect();
@@ -106,8 +110,9 @@ impl NetScoper for MacosNetScoper {
         lines.push(match self.listeners.read(host) {
             Ok(found) => {
                 format!(
-                    "in-use detection runs `{command}`: {} listening TCP sockets now",
-                    found.len()
+                    "in-use detection runs `{command}`: {} listening TCP socket{} now",
+                    found.len(),
+                    if found.len() == 1 { "" } else { "s" }
                 )
             }
             Err(err) => format!("in-use detection does not work: {}", err.one_line()),
@@ -139,6 +144,14 @@ impl NetScoper for MacosNetScoper {
             |alias| lo0.carries(alias),
             &found,
         ))
+    }
+
+    fn persist_plan(&self, pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        Ok(persist::plan(pool))
+    }
+
+    fn persist(&self, pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        persist::install(self.host.as_ref(), pool)
     }
 }
 
@@ -247,6 +260,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn persisting_installs_what_the_plan_shows_in_one_command() {
+        let host = FakeHost::new(true, [success("")]);
+        let scoper = scoper(host, ListenerSource::Netstat);
+        let pool = AliasPool::default();
+        let plan = scoper.persist_plan(&pool).unwrap();
+        assert!(matches!(plan, PersistPlan::Install { .. }), "{plan:?}");
+        assert_eq!(scoper.persist(&pool).unwrap(), plan);
+    }
+
     #[cfg(not(target_os = "macos"))]
     #[test]
     fn elsewhere_every_operation_says_it_needs_macos() {
@@ -256,6 +279,10 @@ mod tests {
         assert_eq!(err.message, "net-macos runs only on macOS");
         assert_eq!(
             scoper.pool_status(&AliasPool::default()).unwrap_err().kind,
+            ErrorKind::NotSupported
+        );
+        assert_eq!(
+            scoper.persist(&AliasPool::default()).unwrap_err().kind,
             ErrorKind::NotSupported
         );
     }

@@ -10,12 +10,10 @@ use std::net::Ipv4Addr;
 use bottle_core::{AliasPool, BackendError, ErrorKind, PoolReport};
 
 use crate::command::{self, Host, HostCommand};
+use crate::sudo::{self, AsRoot, Sudo};
 
-/// Absolute paths: sudo's `secure_path` and the user's `PATH` both stay out of the question.
+/// Absolute, so that sudo's `secure_path` and the user's `PATH` stay out of the question.
 const IFCONFIG: &str = "/sbin/ifconfig";
-const SH: &str = "/bin/sh";
-/// Bare, since the user may be shown this command to paste.
-const SUDO: &str = "sudo";
 
 /// What `ifconfig lo0` says about the interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,17 +105,6 @@ pub(crate) fn read_lo0(host: &dyn Host) -> Result<Lo0, BackendError> {
     })
 }
 
-/// How sudo is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sudo {
-    /// With a terminal: sudo may ask, with a prompt that says why.
-    Ask,
-    /// Without one: `-n`, so that sudo fails at once instead of waiting for a password.
-    NeverAsk,
-    /// The plain line to show a user, to run by hand.
-    ForUser,
-}
-
 /// The shell line that adds `aliases` to `lo0`.
 ///
 /// Joined with `&&`, not `;`: the line stops at the first `ifconfig` that fails and sudo
@@ -133,31 +120,12 @@ pub(crate) fn add_aliases_script(aliases: &[Ipv4Addr]) -> String {
 
 /// The one privileged command that adds every alias in `missing`.
 pub(crate) fn add_aliases(missing: &[Ipv4Addr], sudo: Sudo) -> HostCommand {
-    let mut args: Vec<String> = match sudo {
-        Sudo::Ask => {
-            let why = count(missing.len());
-            vec![
-                "-p".into(),
-                format!("bottle: password for %u, to add {why} to lo0 (once per reboot): "),
-            ]
-        }
-        Sudo::NeverAsk => vec!["-n".into()],
-        Sudo::ForUser => Vec::new(),
-    };
-    args.extend([SH.to_owned(), "-c".to_owned(), add_aliases_script(missing)]);
-    HostCommand {
-        program: SUDO.to_owned(),
-        args,
-    }
-}
-
-/// Whether sudo's stderr says that it stopped because it needed a password.
-fn needs_password(stderr: &str) -> bool {
-    stderr.contains("password is required") || stderr.contains("terminal is required")
+    let why = format!("add {} to lo0 (once per reboot)", count(missing.len()));
+    sudo::sudo_sh(add_aliases_script(missing), sudo, &why)
 }
 
 /// "1 alias", "3 aliases".
-fn count(n: usize) -> String {
+pub(crate) fn count(n: usize) -> String {
     if n == 1 {
         "1 alias".to_owned()
     } else {
@@ -182,17 +150,10 @@ pub(crate) fn ensure_aliases(
         });
     }
 
-    if host.stdin_is_terminal() {
-        command::run_checked(host, &add_aliases(&missing, Sudo::Ask))?;
-    } else {
-        let command = add_aliases(&missing, Sudo::NeverAsk);
-        let output = command::run(host, &command)?;
-        if !output.success() && needs_password(&output.stderr) {
-            return Err(no_terminal(&missing, output.stderr.trim()));
-        }
-        if !output.success() {
-            return Err(command::failed(&command, &output));
-        }
+    if let AsRoot::NeedsPassword { sudo_said } =
+        sudo::run_as_root(host, |sudo| add_aliases(&missing, sudo))?
+    {
+        return Err(no_terminal(&missing, &sudo_said));
     }
 
     let after = read_lo0(host)?;
@@ -225,7 +186,8 @@ fn no_terminal(missing: &[Ipv4Addr], sudo_said: &str) -> BackendError {
         ErrorKind::Unavailable,
         format!(
             "adding {} to lo0 needs root, and sudo cannot ask for a password without a \
-             terminal: run `{command}` once (aliases last until reboot), then retry",
+             terminal: run `{command}` once (aliases last until reboot; `bottle net persist` \
+             re-adds them at every boot), then retry",
             count(missing.len())
         ),
     )
@@ -395,7 +357,8 @@ mod tests {
             err.message,
             "adding 2 aliases to lo0 needs root, and sudo cannot ask for a password without a \
              terminal: run `sudo /bin/sh -c '/sbin/ifconfig lo0 alias 127.0.0.16 up && \
-             /sbin/ifconfig lo0 alias 127.0.0.17 up'` once (aliases last until reboot), then retry"
+             /sbin/ifconfig lo0 alias 127.0.0.17 up'` once (aliases last until reboot; `bottle \
+             net persist` re-adds them at every boot), then retry"
         );
         assert_eq!(err.causes, ["sudo: a password is required"]);
         assert_eq!(host.ran().len(), 2, "no second attempt that could hang");

@@ -386,6 +386,16 @@ impl FfiNetScoper for Exported<dyn NetScoper> {
             b.listeners_on(&arg::<AliasPool>(pool, "pool")?)
         })
     }
+
+    fn persist_plan(&self, pool: RStr<'_>) -> FfiResult {
+        self.call("persist_plan", |b| {
+            b.persist_plan(&arg::<AliasPool>(pool, "pool")?)
+        })
+    }
+
+    fn persist(&self, pool: RStr<'_>) -> FfiResult {
+        self.call("persist", |b| b.persist(&arg::<AliasPool>(pool, "pool")?))
+    }
 }
 
 impl FfiVmmBackend for Exported<dyn VmmBackend> {

@@ -126,8 +126,10 @@ pub trait FfiNetScoper: Send + Sync {
     fn describe(&self) -> FfiResult;
     fn ensure_pool(&self, pool: RStr<'_>) -> FfiResult;
     fn pool_status(&self, pool: RStr<'_>) -> FfiResult;
-    #[sabi(last_prefix_field)]
     fn listeners_on(&self, pool: RStr<'_>) -> FfiResult;
+    fn persist_plan(&self, pool: RStr<'_>) -> FfiResult;
+    #[sabi(last_prefix_field)]
+    fn persist(&self, pool: RStr<'_>) -> FfiResult;
 }
 
 /// The FFI mirror of [`bottle_core::VmmBackend`]; arguments and results are JSON.

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use abi_stable::std_types::{RResult, RStr, RString};
 use bottle_core::{
     AgentSpec, AliasPool, AliasUse, BackendError, BundleLaunchSpec, BundleRuntime, EgressPolicy,
-    ErrorKind, ExecOutput, ExecStdio, Machine, MachineState, NetScoper, OwnedResource, PoolReport,
-    ServiceEndpoint, ServiceName, Slug, VmmBackend, VmmProbe,
+    ErrorKind, ExecOutput, ExecStdio, Machine, MachineState, NetScoper, OwnedResource, PersistPlan,
+    PoolReport, ServiceEndpoint, ServiceName, Slug, VmmBackend, VmmProbe,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,6 +86,20 @@ impl NetScoper for HostNetScoper {
             "listeners_on",
             self.inner.listeners_on(rstr(&pool)),
         )
+    }
+
+    fn persist_plan(&self, pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        let pool = encode(&self.plugin, pool)?;
+        decode(
+            &self.plugin,
+            "persist_plan",
+            self.inner.persist_plan(rstr(&pool)),
+        )
+    }
+
+    fn persist(&self, pool: &AliasPool) -> Result<PersistPlan, BackendError> {
+        let pool = encode(&self.plugin, pool)?;
+        decode(&self.plugin, "persist", self.inner.persist(rstr(&pool)))
     }
 }
 

@@ -62,7 +62,9 @@ pub use manifest::{Manifest, PluginKind};
 /// The version of the plugin boundary. A plugin built against another version is refused at
 /// load time with a message naming both; bump it on every change to anything in [`ffi`] or
 /// to the JSON form of a core type.
-pub const PLUGIN_API_VERSION: u32 = 1;
+///
+/// 2: `NetScoper::persist_plan` and `NetScoper::persist`.
+pub const PLUGIN_API_VERSION: u32 = 2;
 
 /// The file name prefix discovery looks for (after the platform's `lib`), so that other
 /// libraries named `libbottle_*` are never opened.

@@ -102,3 +102,25 @@ fn a_build_directory_holds_the_first_party_plugins_and_no_test_plugin() {
         assert_eq!(runtime.name(), "runtime-process");
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn net_linux_says_through_its_library_that_the_pool_needs_nothing_to_persist() {
+    use bottle_core::{AliasPool, PersistPlan};
+
+    let built = build();
+    let discovery = Discovery::scan(&[built["bottle-plugin-net-linux"]
+        .parent()
+        .unwrap()
+        .to_path_buf()]);
+    let state = tempfile::tempdir().unwrap();
+    let net = discovery.net_scoper(Map::new(), state.path()).unwrap();
+    let pool = AliasPool::default();
+    let expected = PersistPlan::NotNeeded {
+        reason: "Linux routes all of 127.0.0.0/8 to lo at every boot: the pool's aliases need \
+                 no setup to survive a reboot"
+            .to_owned(),
+    };
+    assert_eq!(net.persist_plan(&pool).unwrap(), expected);
+    assert_eq!(net.persist(&pool).unwrap(), expected);
+}

@@ -101,6 +101,23 @@ fn typed_results_and_typed_errors_cross_the_boundary() {
 }
 
 #[test]
+fn a_net_plugin_that_leaves_persisting_out_says_so_through_the_boundary() {
+    let (_dir, discovery) = scan(&[(FIXTURE, "fixture")]);
+    let state = tempfile::tempdir().unwrap();
+    let net = discovery.net_scoper(Map::new(), state.path()).unwrap();
+    for (call, err) in [
+        ("persist_plan", net.persist_plan(&pool()).unwrap_err()),
+        ("persist", net.persist(&pool()).unwrap_err()),
+    ] {
+        assert_eq!(err.kind, ErrorKind::NotSupported, "{call}");
+        assert_eq!(
+            err.message,
+            format!("net-fixture does not support `{call}` yet")
+        );
+    }
+}
+
+#[test]
 fn a_panic_comes_back_as_panicked_and_the_host_lives_on() {
     let (_dir, discovery) = scan(&[(FIXTURE, "fixture")]);
     let state = tempfile::tempdir().unwrap();

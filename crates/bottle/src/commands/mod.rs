@@ -6,6 +6,7 @@ mod gc;
 mod launch;
 mod ls;
 mod net;
+mod persist;
 mod plugins;
 mod probe;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => gc::gc(&ctx, args.json),
         Command::Doctor(args) => doctor::doctor(&ctx, args.json),
         Command::Net(NetCommand::Status(args)) => net::status(&ctx, args.json),
+        Command::Net(NetCommand::Persist(args)) => persist::persist(&ctx, &args),
         Command::Plugins(args) => plugins::plugins(&ctx, args.json),
     }
 }
