@@ -43,13 +43,19 @@ impl Context {
         })
     }
 
-    /// The state database, claiming leased aliases host-wide in `BOTTLE_CLAIM_DIR` (default
-    /// `/tmp/bottle-aliases`), so that other bottle homes on this host skip them.
+    /// The state database, claiming leased aliases host-wide in [`Context::claim_dir`], so
+    /// that other bottle homes on this host skip them.
     pub fn db(&self) -> anyhow::Result<StateDb> {
-        let claims = std::env::var_os("BOTTLE_CLAIM_DIR")
+        Ok(StateDb::open_in(&self.home)?.with_claims(self.claim_dir()))
+    }
+
+    /// Where every home on this host claims its aliases: `BOTTLE_CLAIM_DIR`, by default
+    /// `/tmp/bottle-aliases`.
+    pub fn claim_dir(&self) -> ClaimDir {
+        let dir = std::env::var_os("BOTTLE_CLAIM_DIR")
             .filter(|d| !d.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_CLAIM_DIR), PathBuf::from);
-        Ok(StateDb::open_in(&self.home)?.with_claims(ClaimDir::new(claims)))
+        ClaimDir::new(dir)
     }
 
     /// The plugins found on this host, discovered once per process.

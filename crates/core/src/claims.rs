@@ -146,6 +146,37 @@ impl ClaimDir {
         Ok(ClaimOutcome::Unreadable(path))
     }
 
+    /// What [`ClaimDir::claim`] would find on `alias` for a home that holds no claim on it,
+    /// judged as it judges, but without creating the directory, taking its lock or removing
+    /// a stale claim: `Claimed` means that a lease would get the alias.
+    pub fn peek(&self, alias: Ipv4Addr) -> std::io::Result<ClaimOutcome> {
+        let dir = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.dir)
+        {
+            Ok(dir) => dir.metadata()?,
+            // `claim` would create it, empty.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(ClaimOutcome::Claimed),
+            Err(e) => return Err(e),
+        };
+        check_trusted(&self.dir, &dir)?;
+        let path = self.file(alias);
+        let (theirs, age) = match read_claim(&path) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(ClaimOutcome::Claimed),
+            Err(()) => return Ok(ClaimOutcome::Unreadable(path)),
+        };
+        if !is_stale(&theirs, age, alias) {
+            return Ok(ClaimOutcome::HeldBy(theirs));
+        }
+        if may_remove(&dir, &path) {
+            Ok(ClaimOutcome::Claimed)
+        } else {
+            Ok(ClaimOutcome::Unreadable(path))
+        }
+    }
+
     /// Removes the claim on `alias` if it is `mine`.
     pub fn release(&self, alias: Ipv4Addr, mine: &Claim) {
         let Ok(_lock) = self.lock() else { return };
@@ -182,6 +213,16 @@ fn check_trusted(path: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
             path.display()
         ),
     ))
+}
+
+/// Whether this user may remove the file at `path` from the directory described by `dir`:
+/// in a sticky directory, only the owner of the file or of the directory (or root) may.
+fn may_remove(dir: &fs::Metadata, path: &Path) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let sticky = dir.mode() & 0o1000 != 0;
+    let owner = fs::symlink_metadata(path).map_or(me, |m| m.uid());
+    !sticky || me == 0 || owner == me || dir.uid() == me
 }
 
 /// The claim at `path` and its age: `Ok(None)` when it vanished, `Err` when it is not a
@@ -330,6 +371,27 @@ mod tests {
             claims.claim(ALIAS, &me).unwrap(),
             ClaimOutcome::HeldBy(theirs)
         );
+    }
+
+    #[test]
+    fn peeking_judges_as_claiming_does_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let claims = ClaimDir::new(dir.path().join("claims"));
+        assert_eq!(claims.peek(ALIAS).unwrap(), ClaimOutcome::Claimed);
+        assert!(!claims.path().exists(), "peeking created the directory");
+
+        let gone = claim(&dir.path().join("deleted/state.db"), "ghost");
+        claims.claim(ALIAS, &gone).unwrap();
+        assert_eq!(claims.peek(ALIAS).unwrap(), ClaimOutcome::HeldBy(gone));
+        age(&claims.file(ALIAS), Duration::from_secs(120));
+        assert_eq!(claims.peek(ALIAS).unwrap(), ClaimOutcome::Claimed, "stale");
+        assert!(claims.file(ALIAS).exists(), "peeking took over the claim");
+
+        fs::write(claims.file(ALIAS), "not json").unwrap();
+        assert!(matches!(
+            claims.peek(ALIAS).unwrap(),
+            ClaimOutcome::Unreadable(_)
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! came to exist is not an error.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,9 @@ use crate::addr::AliasPool;
 use crate::backend::{BackendError, ErrorKind};
 use crate::name::Slug;
 use crate::net::NetScoper;
-use crate::runtime::{BundleLaunchSpec, BundleRuntime, ServiceEndpoint, ServiceLaunch};
+use crate::runtime::{
+    BundleLaunchSpec, BundleRuntime, OwnedResource, ServiceEndpoint, ServiceLaunch,
+};
 use crate::spec::{BottleSpec, Mount};
 use crate::state::{BottleRecord, BottleState, NewBottle, StateDb, StateError, Step};
 use crate::vmm::{AgentSpec, EgressPolicy, Machine, ScopeSupport, VmmBackend};
@@ -54,6 +57,9 @@ pub struct LaunchRequest<'a> {
     pub ready_timeout: Duration,
     /// Set by a Ctrl-C handler: the launch stops at the next step and rolls back.
     pub cancel: &'a AtomicBool,
+    /// The host's other runtimes: what they run for other bottles keeps an alias from being
+    /// leased too. One whose engine is not installed or not running is skipped.
+    pub bystanders: &'a [&'a dyn BundleRuntime],
 }
 
 /// Told about each step as it starts, for progress lines.
@@ -270,7 +276,11 @@ impl Launch<'_, '_> {
 
         self.enter(Step::LeasingAlias)?;
         let instance = self.db.instance_id()?;
-        let busy = busy_aliases(net, runtime, &self.request.pool, slug, &instance)?;
+        let runtimes = Runtimes {
+            own: runtime,
+            bystanders: self.request.bystanders,
+        };
+        let busy = busy_aliases(net, runtimes, &self.request.pool, slug, &instance)?;
         let alias = self.db.lease_alias(slug, &self.request.pool, &busy)?.alias;
 
         self.enter(Step::StartingBundle)?;
@@ -353,35 +363,101 @@ impl Launch<'_, '_> {
     }
 }
 
-/// Aliases of `pool` that something other than bottle's leases uses: foreign listeners, and
-/// containers of other bottles that publish on them.
+/// Something other than a lease that keeps an alias of the pool from being leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasUser {
+    /// A socket on the host listens on the alias.
+    Listener,
+    /// A resource of another bottle, of this home or of another, publishes on the alias.
+    Resource(OwnedResource),
+}
+
+impl fmt::Display for AliasUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AliasUser::Listener => f.write_str("a listener outside bottle"),
+            AliasUser::Resource(r) => write!(f, "{} {} of bottle {}", r.kind, r.name, r.slug),
+        }
+    }
+}
+
+/// Who uses each alias of `pool` besides the leases, from the aliases something `listening`
+/// on and what the runtimes report as `owned`: leasing skips these aliases, and `bottle net
+/// status` shows them. The resources of `launching` (a bottle and its home's instance) are
+/// its own and do not count.
+pub fn alias_users(
+    pool: &AliasPool,
+    listening: &[Ipv4Addr],
+    owned: &[OwnedResource],
+    launching: Option<(&Slug, &str)>,
+) -> BTreeMap<Ipv4Addr, Vec<AliasUser>> {
+    let mut users: BTreeMap<Ipv4Addr, Vec<AliasUser>> = BTreeMap::new();
+    for alias in listening.iter().filter(|a| pool.contains(**a)) {
+        users.entry(*alias).or_default().push(AliasUser::Listener);
+    }
+    for resource in owned {
+        let own = launching.is_some_and(|(slug, instance)| {
+            &resource.slug == slug && resource.instance.as_deref() == Some(instance)
+        });
+        if own {
+            continue;
+        }
+        for alias in resource.published_on.iter().filter(|a| pool.contains(**a)) {
+            let user = AliasUser::Resource(resource.clone());
+            users.entry(*alias).or_default().push(user);
+        }
+    }
+    users
+}
+
+/// The runtime a bottle is launched with, and the host's others.
+#[derive(Clone, Copy)]
+struct Runtimes<'a> {
+    own: &'a dyn BundleRuntime,
+    bystanders: &'a [&'a dyn BundleRuntime],
+}
+
+impl Runtimes<'_> {
+    /// Everything the runtimes run for bottles of any home. The bottle's own runtime must
+    /// answer. A bystander whose engine is missing or not answering runs nothing and is
+    /// skipped; any other failure stops the lease, since what it runs cannot be known.
+    fn list_owned(self) -> Result<Vec<OwnedResource>, BackendError> {
+        let mut owned = self.own.list_owned()?;
+        for bystander in self.bystanders {
+            match bystander.list_owned() {
+                Ok(found) => owned.extend(found),
+                Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NotSupported) => {
+                    tracing::debug!(
+                        runtime = %bystander.name(),
+                        error = %e.one_line(),
+                        "this runtime runs nothing here; it is not consulted for the lease"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(owned)
+    }
+}
+
+/// The aliases of `pool` that leasing for `slug` skips, each with who uses it.
 fn busy_aliases(
     net: &dyn NetScoper,
-    runtime: &dyn BundleRuntime,
+    runtimes: Runtimes<'_>,
     pool: &AliasPool,
     slug: &Slug,
     instance: &str,
 ) -> Result<BTreeMap<Ipv4Addr, String>, StepFailure> {
-    let mut busy = BTreeMap::new();
-    for alias in net.listeners_on(pool)? {
-        busy.insert(alias, "a listener outside bottle".to_owned());
-    }
-    for resource in runtime.list_owned()? {
-        let ours = &resource.slug == slug && resource.instance.as_deref() == Some(instance);
-        if ours {
-            continue;
-        }
-        for alias in resource.published_on.iter().filter(|a| pool.contains(**a)) {
-            busy.insert(
-                *alias,
-                format!(
-                    "{} {} of bottle {}",
-                    resource.kind, resource.name, resource.slug
-                ),
-            );
-        }
-    }
-    Ok(busy)
+    let listening = net.listeners_on(pool)?;
+    let owned = runtimes.list_owned()?;
+    let users = alias_users(pool, &listening, &owned, Some((slug, instance)));
+    Ok(users
+        .into_iter()
+        .map(|(alias, users)| {
+            let names: Vec<String> = users.iter().map(AliasUser::to_string).collect();
+            (alias, names.join(" and "))
+        })
+        .collect())
 }
 
 fn bundle_spec(spec: &BottleSpec, alias: Ipv4Addr) -> BundleLaunchSpec {
@@ -574,4 +650,55 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub fn is_half_done(record: &BottleRecord, is_alive: impl Fn(u32) -> bool) -> bool {
     let owned_by_its_launcher = record.state != BottleState::Running || record.attached;
     owned_by_its_launcher && !record.launcher_pid.is_some_and(is_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(slug: &str, instance: &str, on: Ipv4Addr) -> OwnedResource {
+        OwnedResource {
+            slug: slug.parse().unwrap(),
+            kind: "container".into(),
+            name: format!("bottle-{slug}-{instance}.web"),
+            published_on: vec![on],
+            running: true,
+            instance: Some(instance.into()),
+        }
+    }
+
+    #[test]
+    fn alias_users_are_listeners_and_other_bottles_resources_in_the_pool() {
+        let pool: AliasPool = "127.0.0.16/30".parse().unwrap();
+        let a = |last| Ipv4Addr::new(127, 0, 0, last);
+        let owned = [
+            resource("me", "home1", a(17)),
+            resource("me", "home2", a(18)),
+            resource("other", "home1", a(16)),
+            resource("far", "home1", a(99)),
+        ];
+        let me: Slug = "me".parse().unwrap();
+        let users = alias_users(&pool, &[a(16), a(1)], &owned, Some((&me, "home1")));
+        assert_eq!(
+            users.keys().copied().collect::<Vec<_>>(),
+            vec![a(16), a(18)],
+            "the launching bottle's own resource and addresses outside the pool do not count"
+        );
+        assert_eq!(
+            users[&a(16)]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "a listener outside bottle",
+                "container bottle-other-home1.web of bottle other"
+            ]
+        );
+        let all = alias_users(&pool, &[], &owned, None);
+        assert_eq!(
+            all.len(),
+            3,
+            "without a launching bottle every resource counts"
+        );
+    }
 }

@@ -222,6 +222,16 @@ fn setup() -> Setup {
 }
 
 fn up(s: &mut Setup, doubles: &Doubles, cancel: &AtomicBool) -> Result<Launched, LaunchError> {
+    up_beside(s, doubles, cancel, &[])
+}
+
+/// Launches with `bystanders` as the host's other runtimes.
+fn up_beside(
+    s: &mut Setup,
+    doubles: &Doubles,
+    cancel: &AtomicBool,
+    bystanders: &[&dyn BundleRuntime],
+) -> Result<Launched, LaunchError> {
     let request = LaunchRequest {
         spec: &s.spec,
         vmm: "double",
@@ -233,6 +243,7 @@ fn up(s: &mut Setup, doubles: &Doubles, cancel: &AtomicBool) -> Result<Launched,
         attached: false,
         ready_timeout: Duration::from_secs(2),
         cancel,
+        bystanders,
     };
     launch(&mut s.db, doubles.backends(), &request, &Quiet)
 }
@@ -467,4 +478,88 @@ fn a_failed_undo_keeps_the_lease_and_the_record_for_gc() {
         s.db.lease_of(&launched.slug).unwrap().map(|l| l.alias),
         Some(launched.alias)
     );
+}
+
+/// Another runtime of the host, which only answers what it runs.
+struct Bystander(Result<Vec<OwnedResource>, ErrorKind>);
+
+impl BundleRuntime for Bystander {
+    fn name(&self) -> String {
+        "runtime-bystander".into()
+    }
+    fn describe(&self) -> Result<Vec<String>, BackendError> {
+        Ok(vec![])
+    }
+    fn start_bundle(&self, _: &BundleLaunchSpec) -> Result<Vec<ServiceEndpoint>, BackendError> {
+        Err(BackendError::not_supported(
+            "runtime-bystander",
+            "start_bundle",
+        ))
+    }
+    fn host_port(
+        &self,
+        _: &Slug,
+        _: &ServiceName,
+        _: u16,
+    ) -> Result<ServiceEndpoint, BackendError> {
+        Err(BackendError::not_supported(
+            "runtime-bystander",
+            "host_port",
+        ))
+    }
+    fn stop_bundle(&self, _: &Slug) -> Result<(), BackendError> {
+        Err(BackendError::not_supported(
+            "runtime-bystander",
+            "stop_bundle",
+        ))
+    }
+    fn list_owned(&self) -> Result<Vec<OwnedResource>, BackendError> {
+        self.0
+            .clone()
+            .map_err(|kind| BackendError::new(kind, "the engine said no"))
+    }
+}
+
+#[test]
+fn what_another_runtime_publishes_on_an_alias_keeps_it_from_being_leased() {
+    let mut s = setup();
+    let doubles = Doubles::new(Faults {
+        effective: Some(EgressPolicy::alias_only(Ipv4Addr::new(127, 0, 0, 17))),
+        ..Faults::default()
+    });
+    let cancel = AtomicBool::new(false);
+    let container = Bystander(Ok(vec![OwnedResource {
+        slug: "elsewhere".parse().unwrap(),
+        kind: "container".into(),
+        name: "bottle-elsewhere.web".into(),
+        published_on: vec![Ipv4Addr::new(127, 0, 0, 16)],
+        running: true,
+        instance: Some("0123456789abcdef".into()),
+    }]));
+    let absent = Bystander(Err(ErrorKind::Unavailable));
+    let launched = up_beside(&mut s, &doubles, &cancel, &[&absent, &container]).unwrap();
+    assert_eq!(
+        launched.alias,
+        Ipv4Addr::new(127, 0, 0, 17),
+        "127.0.0.16 is published on by the other runtime's container"
+    );
+}
+
+#[test]
+fn a_runtime_that_cannot_say_what_it_runs_stops_the_lease() {
+    let mut s = setup();
+    let doubles = Doubles::new(Faults::default());
+    let cancel = AtomicBool::new(false);
+    let broken = Bystander(Err(ErrorKind::CommandFailed));
+    let err = up_beside(&mut s, &doubles, &cancel, &[&broken]).unwrap_err();
+    assert_eq!(err.step, Step::LeasingAlias, "{err}");
+    assert!(
+        err.failure.to_string().contains("the engine said no"),
+        "{err:?}"
+    );
+    assert!(!doubles
+        .journal
+        .entries()
+        .contains(&"start_bundle".to_owned()));
+    assert_nothing_left(&s.db);
 }

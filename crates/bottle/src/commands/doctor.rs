@@ -7,7 +7,7 @@ use bottle_core::ScopeSupport;
 use bottle_plugin_api::PluginKind;
 use serde::Serialize;
 
-use super::net::{pool_status, print_aliases, PoolStatus};
+use super::net::{pool_lines, pool_status, PoolStatus};
 use crate::context::Context;
 use crate::output;
 
@@ -28,11 +28,14 @@ struct Report {
     default_runtime: String,
     plugins_loaded: usize,
     plugins_rejected: usize,
-    /// Whether a bottle can be launched with the defaults: the net plugin, the default VMM and
-    /// the default runtime are all usable. `bottle doctor` exits 6 when they are not.
+    /// Whether a bottle can be launched with the defaults: the net plugin, the pool's status
+    /// (what leasing reads), the default VMM and the default runtime are all usable. `bottle
+    /// doctor` exits 6 when they are not.
     ready: bool,
     net: Check,
     pool_status: Option<PoolStatus>,
+    /// Why the pool's status could not be read, when the net plugin could be.
+    pool_error: Option<String>,
     vmms: Vec<Check>,
     runtimes: Vec<Check>,
 }
@@ -58,7 +61,11 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             lines: vec![crate::exit::render_chain(&e)],
         },
     };
-    let pool_status = if net.ok { pool_status(ctx).ok() } else { None };
+    let (pool_status, pool_error) = match net.ok.then(|| pool_status(ctx)) {
+        Some(Ok(status)) => (Some(status), None),
+        Some(Err(e)) => (None, Some(crate::exit::render_chain(&e))),
+        None => (None, None),
+    };
 
     let mut vmms = Vec::new();
     for name in ctx.plugin_names(PluginKind::Vmm) {
@@ -109,7 +116,10 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let default_vmm = ctx.vmm_name(None, None);
     let default_runtime = ctx.runtime_name(None, None);
     let report = Report {
-        ready: net.ok && ready(&vmms, &default_vmm) && ready(&runtimes, &default_runtime),
+        ready: net.ok
+            && pool_error.is_none()
+            && ready(&vmms, &default_vmm)
+            && ready(&runtimes, &default_runtime),
         version: env!("CARGO_PKG_VERSION"),
         os: std::env::consts::OS,
         home: ctx.home.display().to_string(),
@@ -124,6 +134,7 @@ pub fn doctor(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             .count(),
         net,
         pool_status,
+        pool_error,
         vmms,
         runtimes,
     };
@@ -157,13 +168,21 @@ fn print(r: &Report) {
     if r.ready {
         println!("ready: bottles can be launched with the defaults");
     } else {
-        println!("NOT READY: the net plugin, the default VMM or the default runtime is unusable");
+        println!(
+            "NOT READY: the net plugin, the alias pool, the default VMM or the default runtime \
+             is unusable"
+        );
     }
     println!();
     print_check("net", &r.net);
     if let Some(status) = &r.pool_status {
         println!("  pool {}:", r.pool);
-        print_aliases(status);
+        for line in pool_lines(status) {
+            println!("    {line}");
+        }
+    }
+    if let Some(error) = &r.pool_error {
+        println!("  pool {}: cannot be read: {error}", r.pool);
     }
     for check in &r.vmms {
         print_check("vmm", check);
