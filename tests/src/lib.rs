@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -171,6 +171,32 @@ impl Home {
         names.map(Result::unwrap).collect()
     }
 
+    /// `machine`'s record in the fake smolvm's database, as smolvm stores it (a JSON object).
+    pub fn machine_record(&self, machine: &str) -> Option<serde_json::Value> {
+        let db = self.smolvm_data().join("server/smolvm.db");
+        let conn = rusqlite::Connection::open(db).ok()?;
+        let data: Vec<u8> = conn
+            .query_row("SELECT data FROM vms WHERE name = ?1", [machine], |r| {
+                r.get(0)
+            })
+            .ok()?;
+        Some(serde_json::from_slice(&data).expect("the fake stores JSON"))
+    }
+
+    /// Machines of the sandbox VMM: the directories it keeps them in.
+    pub fn sandbox_machines(&self) -> Vec<String> {
+        let dir = self.bottle_home().join("plugins/vmm-sandbox/machines");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// The allow-list the fake smolvm's `start` read for `machine`.
     pub fn enforced(&self, machine: &str) -> Option<serde_json::Value> {
         let path = self
@@ -199,12 +225,14 @@ impl Home {
         }
     }
 
-    /// Asserts that the home holds nothing: no bottle, no lease, no machine, no process of
-    /// the process runtime.
+    /// Asserts that the home holds nothing: no bottle, no lease, no machine of either VMM,
+    /// no process of the process runtime or of a sandboxed agent.
     pub fn assert_empty(&self) {
         assert_eq!(self.bottles(), vec![], "bottles left");
         assert_eq!(self.state().leases().unwrap(), vec![], "leases left");
         assert_eq!(self.machines(), Vec::<String>::new(), "machines left");
+        let sandboxes = self.sandbox_machines();
+        assert!(sandboxes.is_empty(), "sandbox machines left: {sandboxes:?}");
         let alive = self.service_processes();
         assert!(alive.is_empty(), "service processes left: {alive:?}");
         let dirs: Vec<_> = std::fs::read_dir(self.bottle_home().join("bottles"))
@@ -217,44 +245,95 @@ impl Home {
         assert!(claims.is_empty(), "alias claims left: {claims:?}");
     }
 
-    /// Live processes whose environment names this home's pool aliases: the services the
-    /// process runtime started for bottles of this home.
+    /// Live processes whose environment names one of this home's pool aliases: the services
+    /// the process runtime started for bottles of this home, and sandboxed agents (both are
+    /// given `BOTTLE_ALIAS`).
     pub fn service_processes(&self) -> Vec<u32> {
         let pool: bottle_core::AliasPool = self.pool.parse().unwrap();
         let aliases: Vec<String> = pool
             .aliases()
             .map(|a| format!("BOTTLE_ALIAS={a}"))
             .collect();
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            let is_zombie = std::fs::read_to_string(entry.path().join("stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(true);
-            if is_zombie {
-                continue;
-            }
-            let environ = String::from_utf8_lossy(&environ);
-            if environ
-                .split('\0')
-                .any(|var| aliases.iter().any(|a| a == var))
-            {
-                found.push(pid);
-            }
-        }
-        found
+        processes_where(|var| aliases.iter().any(|a| a == var))
     }
+}
+
+/// Live (not zombie) processes with an environment variable, `NAME=VALUE`, that `matches`.
+pub fn processes_where(matches: impl Fn(&str) -> bool) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let is_zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if is_zombie {
+            continue;
+        }
+        if String::from_utf8_lossy(&environ).split('\0').any(&matches) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits for a spawned `bottle` to end and returns what it printed on the streams that were
+/// piped and not taken; kills it and fails the test if it, or a process that inherited those
+/// streams (an agent that outlives bottle), takes longer than `within`. The streams are read
+/// meanwhile, so that a full pipe cannot hold bottle up.
+pub fn wait_within(mut child: Child, within: Duration) -> Output {
+    let stdout = child.stdout.take().map(read_to_end_in_background);
+    let stderr = child.stderr.take().map(read_to_end_in_background);
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for bottle") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bottle did not end within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let collect = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        let Some(reader) = reader else {
+            return Vec::new();
+        };
+        while !reader.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "bottle ended, but something it started still holds its output open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reader.join().expect("the reader thread")
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+fn read_to_end_in_background(
+    mut stream: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 impl Drop for Home {

@@ -96,6 +96,65 @@ fn a_docker_bundle_answers_on_its_alias_only_and_down_removes_it() {
 }
 
 #[test]
+fn a_docker_bundle_next_to_a_smolvm_agent_keeps_to_the_alias_and_down_removes_both() {
+    test_image();
+    // smolvm 0.8.0 can be held to the alias: it drops --allow-cidr for a machine made --from
+    // an artifact, and bottle patches the record.
+    let home = Home::new("127.0.9.48/28", "0.8.0", "docker");
+    let slug = "e2e-smol";
+    std::fs::create_dir_all(home.dir.path().join(slug)).unwrap();
+    std::fs::write(home.dir.path().join(slug).join("agent.smolmachine"), b"").unwrap();
+    let text = docker_spec(slug, IMAGE)
+        .replace("vmm = \"sandbox\"", "vmm = \"smolvm\"")
+        .replace("[agent]\n", "[agent]\nfrom = \"agent.smolmachine\"\n");
+    let spec = home.spec(&format!("{slug}/bottle.toml"), &text);
+    let up = home
+        .run(&["up", &spec.display().to_string(), "--json"])
+        .json();
+    assert_eq!(up["alias"], "127.0.9.48");
+    let port = up["endpoints"][0]["host_port"].as_u64().unwrap();
+    assert_eq!(up["endpoints"][0]["host_ip"], "127.0.9.48");
+
+    let machine = up["machine"]["name"].as_str().unwrap();
+    let record = home
+        .machine_record(machine)
+        .expect("smolvm has the machine");
+    let alias_only = serde_json::json!(["127.0.9.48/32"]);
+    assert_eq!(record["allowed_cidrs"], alias_only, "{record}");
+    let enforced = home.enforced(machine).expect("the machine was started");
+    assert_eq!(enforced["allowed_cidrs"], alias_only, "{enforced}");
+    assert_eq!(enforced["network"], true);
+
+    let instance = home.state().instance_id().unwrap();
+    let network = format!("bottle-{slug}-{}", &instance[..8]);
+    let container = format!("{network}.web");
+    let published = docker(&["port", &container, "8080/tcp"]);
+    assert_eq!(
+        published.trim(),
+        format!("127.0.9.48:{port}"),
+        "published elsewhere too"
+    );
+    assert!(bottle_e2e::answers(
+        "127.0.9.48".parse().unwrap(),
+        port as u16
+    ));
+    let ls = home.run(&["ls", "--json"]).json();
+    assert_eq!(ls[0]["status"], "running", "{ls}");
+
+    let named = |name: &str| format!("name=^{name}$");
+    let containers = || docker(&["ps", "-aq", "--filter", &named(&container)]);
+    let networks = || docker(&["network", "ls", "-q", "--filter", &named(&network)]);
+    assert_ne!(containers(), "", "no container named {container}");
+    assert_ne!(networks(), "", "no network named {network}");
+
+    home.run(&["down", slug]).ok();
+    assert_eq!(labelled(slug), "");
+    assert_eq!(containers(), "", "the container is left");
+    assert_eq!(networks(), "", "the network is left");
+    home.assert_empty();
+}
+
+#[test]
 fn a_missing_image_fails_the_launch_and_leaves_nothing() {
     test_image();
     let home = Home::new("127.0.9.16/28", "0.8.0", "docker");

@@ -2,13 +2,15 @@
 //! is killed with SIGKILL while a step is under way; afterwards nothing may be left: no
 //! bottle, lease, machine or service process (after `bottle gc`, for the killed launcher).
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use bottle_core::state::Step;
-use bottle_e2e::{artifacts, process_spec, Home};
+use bottle_e2e::{artifacts, process_spec, wait_within, Home};
 
 /// A spec with an artifact, the service listening after `delay` seconds.
 fn spec(home: &Home, slug: &str, delay: u32) -> String {
@@ -207,25 +209,67 @@ fn gc_removes_this_homes_unrecorded_machines_only() {
 fn ctrl_c_during_a_launch_rolls_it_back() {
     let home = Home::new("127.0.6.112/28", "0.8.0", "process");
     let spec = spec(&home, "hasty", 3);
-    let child = home
-        .command(&["up", &spec])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    home.wait_for_step("hasty", Step::StartingBundle, Duration::from_secs(30));
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("bottle `hasty`: stopped before creating the machine"),
-        "{stderr}"
-    );
-    home.assert_empty();
+    // `bottle run` too: stopped before its agent ran, it was interrupted, not failing.
+    for args in [vec!["up", &spec], vec!["run", &spec, "--", "true"]] {
+        let child = home.command(&args).stderr(Stdio::piped()).spawn().unwrap();
+        home.wait_for_step("hasty", Step::StartingBundle, Duration::from_secs(30));
+        let pid = child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{}: {stderr}", args[0]);
+        assert!(
+            stderr.contains("bottle `hasty`: stopped before creating the machine"),
+            "{stderr}"
+        );
+        home.assert_empty();
+    }
+}
+
+#[test]
+fn ctrl_c_while_the_agent_runs_removes_the_bottle() {
+    let home = Home::new("127.0.6.144/28", "0.8.0", "process");
+    let text = process_spec("attached", 0).replace("[agent]\n", "vmm = \"sandbox\"\n\n[agent]\n");
+    let spec = home
+        .spec("attached/bottle.toml", &text)
+        .display()
+        .to_string();
+    // A terminal's Ctrl-C reaches bottle's whole process group, agent included; `kill`
+    // reaches bottle alone, and the agent would sleep on if bottle only waited for it.
+    for to_the_group in [false, true] {
+        let mut child = home
+            .command(&["run", &spec, "--", "sh", "-c", "echo attached; sleep 60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "attached\n", "the agent did not start");
+        let target = if to_the_group {
+            format!("-{}", child.id())
+        } else {
+            child.id().to_string()
+        };
+        std::process::Command::new("kill")
+            .args(["-INT", "--", &target])
+            .status()
+            .unwrap();
+        let out = wait_within(child, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{target}: {stderr}");
+        assert!(
+            stderr.contains("bottle `attached`: interrupted while its agent ran"),
+            "{stderr}"
+        );
+        home.assert_empty();
+    }
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! A bottle's life through the real binary and real plugins: the process runtime for the
 //! bundle, the fake smolvm (at a version whose scope bottle can enforce) for the agent.
 
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
 
-use bottle_e2e::{greeting, process_spec, Home};
+use bottle_e2e::{greeting, process_spec, wait_within, Home};
 
 /// A spec of the process runtime with a `.smolmachine` artifact next to it.
 fn spec_with_artifact(home: &Home, slug: &str) -> String {
@@ -91,20 +94,75 @@ fn up_ls_inspect_down() {
 fn the_agent_learns_its_bundle_from_its_environment() {
     let home = Home::new("127.0.2.0/28", "1.0.3", "process");
     let spec = spec_with_artifact(&home, "envy");
-    let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $GREETING\"; exit 3";
-    let run = home.run(&["run", &spec, "--", "sh", "-c", script]);
+    // The agent waits for its stdin to close, so that the bottle can be inspected meanwhile.
+    let script = "echo \"$BOTTLE_ALIAS $BOTTLE_SERVICE_HELLO $BOTTLE_SERVICE_HELLO_8080 \
+                  $GREETING\"; read _; exit 3";
+    let mut child = home
+        .command(&["run", &spec, "--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{line}");
+
+    let inspect = home.run(&["inspect", "envy", "--json"]).json();
+    let endpoint = &inspect["endpoints"][0];
+    assert_eq!(endpoint["container_port"], 8080, "{inspect}");
+    let address = format!(
+        "{}:{}",
+        endpoint["host_ip"].as_str().unwrap(),
+        endpoint["host_port"]
+    );
+    assert_eq!(fields[0], "127.0.2.0");
+    assert_eq!(fields[1], address, "BOTTLE_SERVICE_HELLO");
+    assert_eq!(fields[2], address, "BOTTLE_SERVICE_HELLO_8080");
+    assert_eq!(fields[3], "hi");
+    let port: u16 = endpoint["host_port"].as_u64().unwrap().try_into().unwrap();
     assert_eq!(
-        run.code(),
+        greeting(Ipv4Addr::new(127, 0, 2, 0), port),
+        "hello from envy\n"
+    );
+
+    drop(child.stdin.take());
+    let out = wait_within(child, Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
         Some(3),
         "the agent's status is passed through: {}",
-        run.stderr()
+        String::from_utf8_lossy(&out.stderr)
     );
-    let line = run.stdout();
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields.len(), 3, "{line}");
-    assert_eq!(fields[0], "127.0.2.0");
-    assert!(fields[1].starts_with("127.0.2.0:"), "{line}");
-    assert_eq!(fields[2], "hi");
+    home.assert_empty();
+}
+
+#[test]
+fn down_all_without_bottles_succeeds_and_says_so() {
+    let home = Home::new("127.0.12.0/28", "0.8.0", "process");
+    let down = home.run(&["down", "--all"]);
+    assert_eq!(down.ok(), "", "nothing was removed");
+    assert!(
+        down.stderr()
+            .contains("bottle: no bottles here: nothing to remove"),
+        "{}",
+        down.stderr()
+    );
+
+    // The same once the home has had a bottle.
+    let spec = spec_with_artifact(&home, "gone");
+    home.run(&["up", &spec]).ok();
+    assert_eq!(home.run(&["down", "--all"]).ok(), "removed gone\n");
+    let again = home.run(&["down", "--all"]);
+    assert_eq!(again.ok(), "");
+    assert!(
+        again.stderr().contains("nothing to remove"),
+        "{}",
+        again.stderr()
+    );
     home.assert_empty();
 }
 

@@ -1,7 +1,11 @@
 //! The main job on Linux: the sandbox VMM and the process runtime, with nothing installed
 //! beyond the build, through the real binary.
 
-use bottle_e2e::Home;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bottle_e2e::{processes_where, wait_within, Home};
 
 fn example(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,5 +90,86 @@ fn the_agent_finds_its_endpoints_file() {
     assert_eq!(json["alias"], "127.0.8.32");
     assert_eq!(json["endpoints"][0]["service"], "hello");
     assert_eq!(json["endpoints"][0]["host_ip"], "127.0.8.32");
+    home.assert_empty();
+}
+
+#[test]
+fn run_passes_its_stdin_to_the_agent() {
+    let home = Home::new("127.0.8.48/28", "0.8.0", "process");
+    // The agent answers with what it read, and exits with its length.
+    let script = "read line; echo \"the agent read: $line\"; exit ${#line}";
+    let mut child = home
+        .command(&["run", &example("hello"), "--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written before the launch and closed: nothing before the agent may consume it.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"twelve bytes\n").unwrap();
+    drop(stdin);
+    let out = wait_within(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the agent read: twelve bytes\n",
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    home.assert_empty();
+}
+
+#[test]
+fn a_dead_agent_shows_the_bottle_as_degraded() {
+    let home = Home::new("127.0.8.64/28", "0.8.0", "process");
+    let spec = home.spec(
+        "lonely/bottle.toml",
+        &format!(
+            "name = \"lonely\"\nvmm = \"sandbox\"\n\n[agent]\ncommand = [\"sleep\", \"600\"]\n\n\
+             [services.hello]\ncommand = [\"python3\", \"{}\", \"lonely\"]\nports = [8080]\n",
+            bottle_e2e::fixture("hello_server.py")
+        ),
+    );
+    let up = home
+        .run(&["up", &spec.display().to_string(), "--json"])
+        .json();
+    let machine = up["machine"]["name"].as_str().unwrap().to_owned();
+    let ls = home.run(&["ls", "--json"]).json();
+    assert_eq!(ls[0]["status"], "running", "{ls}");
+
+    // Only the agent is given BOTTLE_SLUG; the service keeps running.
+    let agents = processes_where(|var| var == "BOTTLE_SLUG=lonely");
+    assert_eq!(agents.len(), 1, "the agent's processes: {agents:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &agents[0].to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ls = loop {
+        let ls = home.run(&["ls", "--json"]).json();
+        if ls[0]["status"] != "running" || Instant::now() >= deadline {
+            break ls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ls[0]["status"], "degraded", "{ls}");
+    let stopped = serde_json::json!([format!("machine {machine} is stopped")]);
+    assert_eq!(ls[0]["problems"], stopped, "{ls}");
+
+    let inspect = home.run(&["inspect", "lonely", "--json"]).json();
+    assert_eq!(inspect["slug"], "lonely");
+    assert_eq!(inspect["status"], "degraded", "{inspect}");
+    assert_eq!(inspect["problems"], stopped, "{inspect}");
+    let text = home.run(&["inspect", "lonely"]).ok();
+    assert!(text.contains("status:    degraded"), "{text}");
+
+    // gc finishes half-done bottles only: a degraded one is left for `bottle down`.
+    let gc = home.run(&["gc", "--json"]).json();
+    let nothing = serde_json::json!({ "finished": [], "orphans_removed": [], "failures": [] });
+    assert_eq!(gc, nothing);
+    assert_eq!(home.bottles().len(), 1, "gc removed a degraded bottle");
+
+    home.run(&["down", "lonely"]).ok();
     home.assert_empty();
 }

@@ -16,7 +16,8 @@ Exit status:
        it reaches something it must not)
   6    a plugin, VMM or container engine failed
   7    no such bottle
-  130  interrupted: the launch was stopped and rolled back
+  130  interrupted (Ctrl-C or SIGTERM): the launch was rolled back, or the agent that
+       `bottle run` attached to was stopped and its bottle removed
   `bottle run` exits with the agent's status, or 125 when bottle itself failed (before,
   around or after the agent) or the agent was killed by a signal
 
@@ -58,6 +59,10 @@ pub enum Command {
     /// Launch a bottle, attach to its agent, and remove the bottle when the agent exits
     Run(RunArgs),
     /// Stop a bottle's agent and remove its machine, services and lease
+    ///
+    /// The agent stops first, then its machine and its services go, and only then is its alias
+    /// released. A name that is not here is reported and is not an error, so `down` can be
+    /// repeated.
     Down(DownArgs),
     /// List bottles
     #[command(visible_alias = "ps")]
@@ -144,5 +149,27 @@ pub struct DownArgs {
 #[derive(Debug, Subcommand)]
 pub enum NetCommand {
     /// Show the pool: which aliases exist, which are leased, which are busy
+    ///
+    /// Each alias is `free` (the next launch may lease it), `leased` (by a bottle of this
+    /// home), `busy` (something outside bottle listens on it), `published` (a service of another
+    /// bottle publishes on it), `claimed` (another home holds it) or `missing` (not
+    /// on the loopback interface yet; `bottle up` adds it).
     Status(JsonArgs),
+    /// Make the pool survive reboots (macOS: a launchd job that re-adds the aliases at boot)
+    ///
+    /// Prints what it will write and run first, then asks. Without a terminal and without
+    /// `--yes`, it only prints the plan. On Linux there is nothing to persist. Run it again
+    /// after changing the pool.
+    Persist(PersistArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    /// Write and run the plan without asking (sudo may still ask for a password)
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Print the plan as JSON instead of text, for scripts
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,5 +1,6 @@
-//! Ctrl-C: the first one asks the launch to stop and roll back, instead of killing bottle
-//! halfway and leaving resources behind.
+//! Ctrl-C: the first one asks the launch to stop and roll back (or, once `bottle run` has
+//! attached, the agent to be stopped and the bottle removed), instead of killing bottle halfway
+//! and leaving resources behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,6 +10,11 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether SIGINT or SIGTERM has arrived since [`install`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Routes SIGINT and SIGTERM to [`INTERRUPTED`].

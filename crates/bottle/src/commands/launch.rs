@@ -1,17 +1,23 @@
 //! `bottle up` and `bottle run`: the launch sequence, and for `run`, the agent attached.
 
 use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bottle_core::launch::{self, is_half_done, Backends, LaunchRequest, Launched};
-use bottle_core::{BottleSpec, BundleRuntime, ExecStdio, NetScoper, VmmBackend};
+use bottle_core::{
+    BackendError, BottleSpec, BundleRuntime, ExecOutput, ExecStdio, Machine, NetScoper, VmmBackend,
+};
+use bottle_plugin_api::PluginKind;
 
 use crate::cli::{LaunchArgs, RunArgs, UpArgs};
-use crate::context::{is_alive, Context};
-use crate::exit::RUN_FAILED;
+use crate::context::{full_name, is_alive, Context};
 use crate::output::{self, Progress};
-use crate::signal;
+use crate::{exit, signal};
+
+/// How often an attached `bottle run` looks for a Ctrl-C while the agent's command runs.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 
 /// The three plugins of one bottle, loaded.
 pub struct Loaded {
@@ -53,12 +59,18 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         "nothing to run: give a command after `--` or set `agent.command` in {}",
         spec.path.display()
     );
-    let (launched, loaded) = launch_spec(ctx, &args.launch, &spec, Some(Vec::new()))?;
+    let (launched, loaded) = match launch_spec(ctx, &args.launch, &spec, Some(Vec::new())) {
+        // Stopped and rolled back before the agent ran: the user's doing, not bottle failing.
+        Err(err) if exit::classify(&err) == exit::INTERRUPTED => {
+            eprintln!("bottle: {}", exit::render_chain(&err));
+            return Ok(ExitCode::from(exit::INTERRUPTED));
+        }
+        launched => launched?,
+    };
     tracing::info!(slug = %launched.slug, alias = %launched.alias, "agent attached");
 
-    let result = loaded
-        .vmm
-        .exec(&launched.machine, &command, ExecStdio::Inherit);
+    let ended = attach(&*loaded.vmm, &launched.machine, &command);
+    let interrupted = signal::interrupted();
 
     let mut db = ctx.db()?;
     let down = launch::teardown(
@@ -70,8 +82,13 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if down.is_ok() {
         ctx.remove_bottle_dir(&launched.slug);
     }
-    let output = match result {
-        Ok(output) => output,
+    let status = match ended {
+        Ok(output) => output.exit_code,
+        // The interruption stopped the machine under the command, as it asked.
+        Err(err) if interrupted => {
+            tracing::debug!(error = %err, "the agent's command ended with its machine");
+            None
+        }
         Err(err) => {
             if let Err(down) = down {
                 eprintln!("bottle: {down}");
@@ -81,12 +98,56 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Err(down) = down {
         eprintln!("bottle: {down}");
-        return Ok(ExitCode::from(RUN_FAILED));
+        return Ok(ExitCode::from(exit::RUN_FAILED));
     }
-    let code = output
-        .exit_code
-        .map_or(RUN_FAILED, |c| u8::try_from(c & 0xff).unwrap_or(1));
+    let code = match status {
+        Some(code) => u8::try_from(code & 0xff).unwrap_or(exit::FAILURE),
+        None if interrupted => {
+            eprintln!(
+                "bottle: bottle `{}`: interrupted while its agent ran: the agent was stopped and \
+                 the bottle removed",
+                launched.slug
+            );
+            exit::INTERRUPTED
+        }
+        None => exit::RUN_FAILED,
+    };
     Ok(ExitCode::from(code))
+}
+
+/// Runs the agent's command on bottle's terminal. A Ctrl-C or SIGTERM that reaches bottle
+/// meanwhile stops the agent's machine, which ends the command: the signal may have been sent
+/// to bottle alone (`kill`, a supervisor), or the agent may ignore it, and bottle must not go
+/// on waiting while the bottle it was asked to remove keeps running.
+fn attach(
+    vmm: &dyn VmmBackend,
+    machine: &Machine,
+    command: &[String],
+) -> Result<ExecOutput, BackendError> {
+    let (ended, watch) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || stop_when_interrupted(vmm, machine, &watch));
+        let output = vmm.exec(machine, command, ExecStdio::Inherit);
+        drop(ended);
+        output
+    })
+}
+
+/// Waits until `ended` closes (the command is over), or stops `machine` on an interruption.
+fn stop_when_interrupted(vmm: &dyn VmmBackend, machine: &Machine, ended: &Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(INTERRUPT_POLL) {
+        if signal::interrupted() {
+            tracing::info!(machine = %machine.name, "interrupted: stopping the agent's machine");
+            if let Err(e) = vmm.stop(machine) {
+                tracing::error!(
+                    machine = %machine.name,
+                    error = %e,
+                    "cannot stop the agent's machine; the bottle is removed when the agent exits"
+                );
+            }
+            return;
+        }
+    }
 }
 
 /// Loads the plugins a spec asks for and runs the launch sequence, with Ctrl-C rolling back.
@@ -107,6 +168,8 @@ pub fn launch_spec(
             .runtime(&runtime)
             .with_context(|| format!("cannot load the runtime plugin `{runtime}`"))?,
     };
+    let bystanders = other_runtimes(ctx, &runtime);
+    let bystanders: Vec<&dyn BundleRuntime> = bystanders.iter().map(|r| &**r).collect();
     let mut db = ctx.db()?;
     warn_about_half_done(&db)?;
 
@@ -122,6 +185,7 @@ pub fn launch_spec(
         agent_command,
         ready_timeout: Duration::from_secs(args.ready_timeout),
         cancel: &signal::INTERRUPTED,
+        bystanders: &bystanders,
     };
     let launched = launch::launch(
         &mut db,
@@ -130,6 +194,28 @@ pub fn launch_spec(
         &Progress::on_terminal(),
     )?;
     Ok((launched, loaded))
+}
+
+/// The loaded runtimes other than `own`, whose resources keep aliases busy too. One that
+/// cannot be built from its settings is left out and said so: it cannot be running anything
+/// of bottle's through this home's settings either.
+fn other_runtimes(ctx: &Context, own: &str) -> Vec<Box<dyn BundleRuntime>> {
+    let own = full_name("runtime", own);
+    ctx.plugin_names(PluginKind::Runtime)
+        .into_iter()
+        .filter(|name| *name != own)
+        .filter_map(|name| match ctx.runtime(&name) {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                tracing::warn!(
+                    runtime = %name,
+                    error = %exit::render_chain(&e),
+                    "cannot load this runtime to see what it runs; leasing goes on without it"
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 fn warn_about_half_done(db: &bottle_core::StateDb) -> anyhow::Result<()> {
