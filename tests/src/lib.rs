@@ -326,6 +326,21 @@ pub fn wait_within(mut child: Child, within: Duration) -> Output {
     }
 }
 
+/// The first line a spawned `bottle` prints on its piped stdout. The rest is read and dropped
+/// in the background, so that the pipe stays open: a closed one would end bottle with SIGPIPE
+/// at its next write.
+pub fn first_line(child: &mut Child) -> String {
+    use std::io::{BufRead, BufReader};
+
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("reading bottle's stdout");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    line
+}
+
 fn read_to_end_in_background(
     mut stream: impl std::io::Read + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<u8>> {

@@ -16,7 +16,7 @@ fn commands_in(help: &str) -> Vec<String> {
 
 #[test]
 fn the_top_level_help_lists_the_commands_exit_statuses_and_environment() {
-    let home = Home::new("127.0.9.0/28", "0.8.0", "process");
+    let home = Home::new("127.0.50.0/28", "0.8.0", "process");
     let help = home.run(&["--help"]).ok();
     let commands = commands_in(&help);
     for expected in [
@@ -49,7 +49,7 @@ fn the_top_level_help_lists_the_commands_exit_statuses_and_environment() {
 
 #[test]
 fn every_command_explains_itself() {
-    let home = Home::new("127.0.9.16/28", "0.8.0", "process");
+    let home = Home::new("127.0.50.16/28", "0.8.0", "process");
     let top = home.run(&["--help"]).ok();
     let mut paths: Vec<Vec<String>> = Vec::new();
     for command in commands_in(&top) {
@@ -82,7 +82,7 @@ fn every_command_explains_itself() {
 
 #[test]
 fn every_listing_takes_json() {
-    let home = Home::new("127.0.9.32/28", "0.8.0", "process");
+    let home = Home::new("127.0.50.32/28", "0.8.0", "process");
     for listing in [
         &["ls"][..],
         &["inspect", "x"],
@@ -105,7 +105,7 @@ fn every_listing_takes_json() {
 
 #[test]
 fn a_misspelt_command_is_a_usage_error() {
-    let home = Home::new("127.0.9.48/28", "0.8.0", "process");
+    let home = Home::new("127.0.50.48/28", "0.8.0", "process");
     let err = home.run(&["lss"]).fails_with(2);
     assert!(err.contains("unrecognized subcommand 'lss'"), "{err}");
     assert!(err.contains("similar subcommand exists: 'ls'"), "{err}");

@@ -1,12 +1,11 @@
 //! A bottle's life through the real binary and real plugins: the process runtime for the
 //! bundle, the fake smolvm (at a version whose scope bottle can enforce) for the agent.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bottle_e2e::{greeting, process_spec, wait_within, Home};
+use bottle_e2e::{first_line, greeting, process_spec, wait_within, Home};
 
 /// A spec of the process runtime with a `.smolmachine` artifact next to it.
 fn spec_with_artifact(home: &Home, slug: &str) -> String {
@@ -104,10 +103,7 @@ fn the_agent_learns_its_bundle_from_its_environment() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.len(), 4, "{line}");
 

@@ -4,7 +4,7 @@
 
 use bottle_e2e::Home;
 
-const POOL: &str = "127.0.12.0/28";
+const POOL: &str = "127.0.51.0/28";
 
 const REASON: &str = "Linux routes all of 127.0.0.0/8 to lo at every boot: the pool's aliases \
                       need no setup to survive a reboot";

@@ -418,11 +418,11 @@ struct Runtimes<'a> {
 }
 
 impl Runtimes<'_> {
-    /// Everything the runtimes run for bottles of any home. The bottle's own runtime must
-    /// answer. A bystander whose engine is missing or not answering runs nothing and is
-    /// skipped; any other failure stops the lease, since what it runs cannot be known.
-    fn list_owned(self) -> Result<Vec<OwnedResource>, BackendError> {
-        let mut owned = self.own.list_owned()?;
+    /// Everything the bystanders run for bottles of any home. A bystander whose engine is
+    /// missing or not answering runs nothing and is skipped; any other failure stops the
+    /// lease, since what it runs cannot be known.
+    fn bystanders_owned(self) -> Result<Vec<OwnedResource>, BackendError> {
+        let mut owned = Vec::new();
         for bystander in self.bystanders {
             match bystander.list_owned() {
                 Ok(found) => owned.extend(found),
@@ -449,8 +449,14 @@ fn busy_aliases(
     instance: &str,
 ) -> Result<BTreeMap<Ipv4Addr, String>, StepFailure> {
     let listening = net.listeners_on(pool)?;
-    let owned = runtimes.list_owned()?;
-    let users = alias_users(pool, &listening, &owned, Some((slug, instance)));
+    // The bottle's own runtime replaces what it still runs for this bottle, so that is no
+    // reason to skip an alias; what another runtime runs for it stays, and is.
+    let own = runtimes.own.list_owned()?;
+    let mut users = alias_users(pool, &listening, &own, Some((slug, instance)));
+    let others = runtimes.bystanders_owned()?;
+    for (alias, more) in alias_users(pool, &[], &others, None) {
+        users.entry(alias).or_default().extend(more);
+    }
     Ok(users
         .into_iter()
         .map(|(alias, users)| {

@@ -308,8 +308,6 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Starts a transaction that takes the write lock before it reads, so that what it reads
-/// cannot change before it writes.
 /// Switches the database to WAL mode, waiting out other processes doing the same.
 ///
 /// On a new file, processes opening it at once all read it in rollback mode and then ask for
@@ -331,6 +329,8 @@ fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Starts a transaction that takes the write lock before it reads, so that what it reads
+/// cannot change before it writes.
 fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, StateError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error(path))

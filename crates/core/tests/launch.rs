@@ -528,13 +528,15 @@ fn what_another_runtime_publishes_on_an_alias_keeps_it_from_being_leased() {
         ..Faults::default()
     });
     let cancel = AtomicBool::new(false);
+    // The launching bottle's own name and home: a leftover of another runtime is still
+    // running, and the agent would reach it on that alias.
     let container = Bystander(Ok(vec![OwnedResource {
-        slug: "elsewhere".parse().unwrap(),
+        slug: "demo".parse().unwrap(),
         kind: "container".into(),
-        name: "bottle-elsewhere.web".into(),
+        name: "bottle-demo.web".into(),
         published_on: vec![Ipv4Addr::new(127, 0, 0, 16)],
         running: true,
-        instance: Some("0123456789abcdef".into()),
+        instance: Some(s.db.instance_id().unwrap()),
     }]));
     let absent = Bystander(Err(ErrorKind::Unavailable));
     let launched = up_beside(&mut s, &doubles, &cancel, &[&absent, &container]).unwrap();

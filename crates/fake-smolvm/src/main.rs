@@ -21,8 +21,9 @@
 //! - `start` reads the record afresh, as smolvm does, writes down the egress it would enforce
 //!   and marks the machine running. `stop` of a machine that is not running says so and exits 0.
 //!   `delete` without `-f` asks on stdin and does nothing unless answered `y`.
-//! - `exec` runs the command ON THE HOST, with the machine's environment added, and exits with
-//!   its status.
+//! - `exec` runs the command ON THE HOST, with the machine's environment added, in a process
+//!   group of its own, and exits with its status. `stop` and `delete` kill the groups of the
+//!   machine's commands, as stopping a VM ends what runs in it; `exec` then fails, exit 1.
 //! - An unknown machine is `Error: vm not found: N`, exit 1. A row stored as TEXT makes `ls`
 //!   fail for every machine, and `start`, `status`, `stop` and `delete` fail for that one, with
 //!   `Invalid column type Text at index: 1, name: data`, as in smolvm.
@@ -45,7 +46,9 @@
 //! - `server/smolvm.db`: the database, as smolvm's;
 //! - `fake/calls.log`: every command line the fake was run with, one JSON array a line;
 //! - `fake/<name>.enforced.json`: written by each `start`: `name`, `network` and
-//!   `allowed_cidrs` as read from the record at that moment; removed by `delete`.
+//!   `allowed_cidrs` as read from the record at that moment; removed by `delete`;
+//! - `fake/<name>.commands/<group>`: one file per command `exec` runs, named by its process
+//!   group.
 
 mod cli;
 mod record;
@@ -55,8 +58,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{json, Value};
 
@@ -376,6 +381,7 @@ fn machine_stop(fake: &Fake, name: &str) -> Result<(), Failure> {
         println!("Machine '{name}' is not running (state: {state})");
         return Ok(());
     }
+    end_commands(fake, name)?;
     store.update(name, |r| {
         r.insert("state".into(), json!("stopped"));
     })?;
@@ -395,6 +401,7 @@ fn machine_delete(fake: &Fake, name: &str, force: bool) -> Result<(), Failure> {
             return Ok(());
         }
     }
+    end_commands(fake, name)?;
     store.delete(name)?;
     if let Ok(path) = fake.fake_file(&format!("{name}.enforced.json")) {
         // Absent when the machine never started.
@@ -474,11 +481,87 @@ fn machine_exec(fake: &Fake, name: &str, command: &[String]) -> Result<ExitCode,
     let Some((program, args)) = command.split_first() else {
         return Err(Failure("exec needs a command".to_owned()));
     };
-    let status = std::process::Command::new(program)
+    // In a process group of its own, written down under the machine, so that stopping the
+    // machine ends all of it, as stopping a VM ends everything inside, even after this `exec`
+    // is gone. A Ctrl-C on the terminal is passed on to it.
+    forward_interrupts();
+    let mut child = std::process::Command::new(program)
         .args(args)
         .envs(env)
-        .status()
+        .process_group(0)
+        .spawn()
         .map_err(|e| Failure(format!("cannot run {program}: {e}")))?;
+    let group = libc::pid_t::try_from(child.id()).map_err(|e| Failure(e.to_string()))?;
+    let written = commands_dir(fake, name).and_then(|dir| {
+        let file = dir.join(group.to_string());
+        fs::write(&file, "").map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+        Ok(file)
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Failure(e.to_string()))? {
+            break status;
+        }
+        if INTERRUPTS.swap(false, Ordering::SeqCst) {
+            signal_group(group, libc::SIGINT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if let Ok(file) = &written {
+        // Already gone when `stop` ended the command.
+        let _ = fs::remove_file(file);
+    }
+    let still_running = fake
+        .store()?
+        .get(name)?
+        .is_some_and(|f| f.get("state").and_then(Value::as_str) == Some("running"));
+    if !still_running {
+        return Err(Failure(format!(
+            "machine '{name}' stopped while the command ran"
+        )));
+    }
     let code = status.code().unwrap_or(128);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Where `exec` writes down the process group of each command it runs in `name`.
+fn commands_dir(fake: &Fake, name: &str) -> Result<PathBuf, Failure> {
+    let dir = fake.fake_file(&format!("{name}.commands"))?;
+    fs::create_dir_all(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Ends every command running in `name`, as stopping its VM would.
+fn end_commands(fake: &Fake, name: &str) -> Result<(), Failure> {
+    let dir = commands_dir(fake, name)?;
+    let entries = fs::read_dir(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        if let Ok(group) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() {
+            signal_group(group, libc::SIGKILL);
+        }
+        let _ = fs::remove_file(entry.path());
+    }
+    let _ = fs::remove_dir(&dir);
+    Ok(())
+}
+
+fn signal_group(group: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals that process group and touches no memory.
+    unsafe { libc::kill(-group, signal) };
+}
+
+/// Set when `exec` receives SIGINT or SIGTERM, for passing on to the command.
+static INTERRUPTS: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTS.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM reach `exec`'s command instead of ending `exec` alone.
+fn forward_interrupts() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 }

@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::record::{self, Fields};
 use crate::Failure;
 
+/// How long smolvm waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// smolvm's `vms` table, exactly; the other tables carry smolvm's names with columns of the
 /// fake's own, only so that a patch can be seen to leave them alone.
 const SCHEMA: &str = "
@@ -50,14 +53,13 @@ impl Store {
                 .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(db_error)?;
-        conn.busy_timeout(Duration::from_secs(15))
-            .map_err(db_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
         // Processes creating the file at once race for the switch to WAL, and SQLite refuses
         // the losers at once rather than through the busy timeout: try again until it sticks.
-        let mut tries = 0;
+        let started = std::time::Instant::now();
         while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
-            tries += 1;
-            if e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) || tries > 3000 {
+            let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            if !busy || started.elapsed() > BUSY_TIMEOUT {
                 return Err(db_error(e));
             }
             std::thread::sleep(Duration::from_millis(5));

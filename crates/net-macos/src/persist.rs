@@ -62,20 +62,27 @@ fn xml_escape(text: &str) -> String {
 /// loads the job, which then adds the aliases at once.
 ///
 /// The plist is checked and given launchd's required owner and mode under a temporary name,
-/// then moved into place, so that a failure never leaves a broken job for the next boot.
-/// `bootstrap` refuses a job that is already loaded (by an earlier `bottle net persist`, or
-/// at boot), so the old one is booted out first; booting out a job that is not loaded fails,
-/// harmlessly.
+/// removed if any of that fails, and only then moved into place, so that a failure never
+/// leaves a broken job for the next boot. `bootstrap` refuses a job that is already loaded
+/// (by an earlier `bottle net persist`, or at boot), so the old one is booted out first;
+/// booting out a job that is not loaded fails, harmlessly. launchd may still be unloading the
+/// old job for a moment, and `bootstrap` then fails with an I/O error: it is tried once more
+/// after a second.
 fn install_script() -> String {
     let new = format!("{LAUNCHD_PLIST_PATH}.new");
-    [
+    let bootstrap = format!("{LAUNCHCTL} bootstrap system {LAUNCHD_PLIST_PATH}");
+    let prepare = [
         format!("/bin/cat > {new}"),
         format!("/usr/bin/plutil -lint {new}"),
         format!("/usr/sbin/chown root:wheel {new}"),
         format!("/bin/chmod 644 {new}"),
+    ]
+    .join(" && ");
+    [
+        format!("{{ {prepare} || {{ /bin/rm -f {new}; exit 1; }}; }}"),
         format!("/bin/mv -f {new} {LAUNCHD_PLIST_PATH}"),
         format!("{{ {LAUNCHCTL} bootout system/{LAUNCHD_LABEL} 2>/dev/null || true; }}"),
-        format!("{LAUNCHCTL} bootstrap system {LAUNCHD_PLIST_PATH}"),
+        format!("{{ {bootstrap} || {{ /bin/sleep 1 && {bootstrap}; }}; }}"),
     ]
     .join(" && ")
 }
@@ -127,17 +134,20 @@ pub(crate) fn install(host: &dyn Host, pool: &AliasPool) -> Result<PersistPlan, 
 }
 
 /// The error when sudo may not ask: it carries the exact command to paste into a terminal.
+///
+/// The command is a here-document, so it must be the last thing printed: sudo's words go
+/// before it, not after it as a cause, which the binary would print on the closing line.
 fn no_terminal(pool: &AliasPool, sudo_said: &str) -> BackendError {
     let command = install_job(pool, Sudo::ForUser).pasteable();
     BackendError::new(
         ErrorKind::Unavailable,
         format!(
             "installing {LAUNCHD_PLIST_PATH} needs root, and sudo cannot ask for a password \
-             without a terminal: run `bottle net persist` in a terminal, or paste this into \
-             one:\n{command}"
+             without a terminal ({}): run `bottle net persist` in a terminal, or paste this \
+             into one:\n{command}",
+            sudo_said.trim()
         ),
     )
-    .with_cause_text(sudo_said)
 }
 
 #[cfg(test)]
@@ -147,14 +157,17 @@ mod tests {
 
     const PLIST: &str = include_str!("../tests/fixtures/launchd-lo0-aliases.plist");
 
-    const SCRIPT: &str = "/bin/cat > /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
+    const SCRIPT: &str = "{ /bin/cat > /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
         && /usr/bin/plutil -lint /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
         && /usr/sbin/chown root:wheel /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
         && /bin/chmod 644 /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
+        || { /bin/rm -f /Library/LaunchDaemons/bottle.lo0-aliases.plist.new; exit 1; }; } \
         && /bin/mv -f /Library/LaunchDaemons/bottle.lo0-aliases.plist.new \
         /Library/LaunchDaemons/bottle.lo0-aliases.plist \
         && { /bin/launchctl bootout system/bottle.lo0-aliases 2>/dev/null || true; } \
-        && /bin/launchctl bootstrap system /Library/LaunchDaemons/bottle.lo0-aliases.plist";
+        && { /bin/launchctl bootstrap system /Library/LaunchDaemons/bottle.lo0-aliases.plist \
+        || { /bin/sleep 1 \
+        && /bin/launchctl bootstrap system /Library/LaunchDaemons/bottle.lo0-aliases.plist; }; }";
 
     fn pool() -> AliasPool {
         "127.0.0.16/31".parse().unwrap()
@@ -236,12 +249,16 @@ mod tests {
             err.message,
             format!(
                 "installing /Library/LaunchDaemons/bottle.lo0-aliases.plist needs root, and sudo \
-                 cannot ask for a password without a terminal: run `bottle net persist` in a \
-                 terminal, or paste this into one:\n\
+                 cannot ask for a password without a terminal (sudo: a password is required): \
+                 run `bottle net persist` in a terminal, or paste this into one:\n\
                  sudo /bin/sh -c '{SCRIPT}' <<'BOTTLE_INPUT'\n{PLIST}BOTTLE_INPUT"
             )
         );
-        assert_eq!(err.causes, ["sudo: a password is required"]);
+        assert!(
+            err.causes.is_empty(),
+            "nothing may follow the here-document when the chain is printed: {:?}",
+            err.causes
+        );
         assert_eq!(host.ran().len(), 1, "no second attempt that could hang");
     }
 
@@ -254,8 +271,8 @@ mod tests {
         assert!(err.message.starts_with("`sudo -p "), "{}", err.message);
         assert!(
             err.message.ends_with(
-                "bootstrap system /Library/LaunchDaemons/bottle.lo0-aliases.plist'` failed \
-                 with exit status 5"
+                "bootstrap system /Library/LaunchDaemons/bottle.lo0-aliases.plist; }; }'` \
+                 failed with exit status 5"
             ),
             "{}",
             err.message

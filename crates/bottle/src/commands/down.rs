@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use bottle_core::launch;
 use bottle_core::state::BottleRecord;
+use bottle_core::Slug;
 
 use super::launch::Loaded;
 use crate::cli::DownArgs;
-use crate::context::{is_alive, parse_slug, Context};
+use crate::context::{is_alive, Context};
 use crate::output::Progress;
 
 /// Removing is idempotent: a bottle that is not recorded (removed already, or never there)
@@ -23,11 +24,15 @@ pub fn down(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
         records
     } else {
         let mut records = Vec::new();
-        for slug in &args.slugs {
-            let slug = parse_slug(slug)?;
-            match db.bottle(&slug)? {
+        for name in &args.slugs {
+            // A name that is no valid slug names no bottle either.
+            let record = match name.parse::<Slug>() {
+                Ok(slug) => db.bottle(&slug)?,
+                Err(_) => None,
+            };
+            match record {
                 Some(record) => records.push(record),
-                None => eprintln!("bottle: no bottle named `{slug}`: nothing to remove"),
+                None => eprintln!("bottle: no bottle named `{name}`: nothing to remove"),
             }
         }
         records

@@ -18,6 +18,9 @@ use crate::{exit, signal};
 
 /// How often an attached `bottle run` looks for a Ctrl-C while the agent's command runs.
 const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+/// How long an attached `bottle run` waits before it tries again to stop a machine that would
+/// not stop.
+const STOP_RETRY: Duration = Duration::from_secs(1);
 
 /// The three plugins of one bottle, loaded.
 pub struct Loaded {
@@ -83,12 +86,10 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         ctx.remove_bottle_dir(&launched.slug);
     }
     let status = match ended {
+        // However the command ended, the user asked for the bottle to go: the agent's own
+        // status (or smolvm's, for a machine stopped under it) is not the answer.
+        _ if interrupted => None,
         Ok(output) => output.exit_code,
-        // The interruption stopped the machine under the command, as it asked.
-        Err(err) if interrupted => {
-            tracing::debug!(error = %err, "the agent's command ended with its machine");
-            None
-        }
         Err(err) => {
             if let Err(down) = down {
                 eprintln!("bottle: {down}");
@@ -133,19 +134,26 @@ fn attach(
     })
 }
 
-/// Waits until `ended` closes (the command is over), or stops `machine` on an interruption.
+/// Waits until `ended` closes (the command is over), and stops `machine` once an
+/// interruption came. A stop that fails is tried again every [`STOP_RETRY`], so that bottle
+/// never waits without end on an agent it was asked to remove.
 fn stop_when_interrupted(vmm: &dyn VmmBackend, machine: &Machine, ended: &Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(INTERRUPT_POLL) {
-        if signal::interrupted() {
-            tracing::info!(machine = %machine.name, "interrupted: stopping the agent's machine");
-            if let Err(e) = vmm.stop(machine) {
+    let mut wait = INTERRUPT_POLL;
+    while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(wait) {
+        if !signal::interrupted() {
+            continue;
+        }
+        tracing::info!(machine = %machine.name, "interrupted: stopping the agent's machine");
+        match vmm.stop(machine) {
+            Ok(()) => return,
+            Err(e) => {
                 tracing::error!(
                     machine = %machine.name,
-                    error = %e,
-                    "cannot stop the agent's machine; the bottle is removed when the agent exits"
+                    error = %e.one_line(),
+                    "cannot stop the agent's machine; trying again in {STOP_RETRY:?}"
                 );
+                wait = STOP_RETRY;
             }
-            return;
         }
     }
 }

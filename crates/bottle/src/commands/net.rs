@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use bottle_core::claims::{ClaimDir, ClaimOutcome};
 use bottle_core::launch::{alias_users, AliasUser};
 use bottle_core::state::Step;
-use bottle_core::{AliasUse, BottleRecord, OwnedResource, Slug};
+use bottle_core::{AliasUse, BottleRecord, ErrorKind, OwnedResource, Slug};
 use bottle_plugin_api::PluginKind;
 use serde::Serialize;
 
@@ -101,7 +101,11 @@ pub fn pool_status(ctx: &Context) -> anyhow::Result<PoolStatus> {
         .map(|b| (b.slug.clone(), b))
         .collect();
     let usage = net.pool_status(&pool)?;
-    let listening = net.listeners_on(&pool)?;
+    let listening: Vec<Ipv4Addr> = usage
+        .iter()
+        .filter(|u| !u.listening_ports.is_empty())
+        .map(|u| u.alias)
+        .collect();
 
     let mut unchecked = Vec::new();
     let (runtimes, owned) = owned_resources(ctx, &mut unchecked);
@@ -134,7 +138,8 @@ pub fn pool_status(ctx: &Context) -> anyhow::Result<PoolStatus> {
 }
 
 /// What every loaded runtime runs for bottles of any home, with the names of the runtimes
-/// that said; one that cannot say (Docker absent, say) is noted in `unchecked`.
+/// that said. One that cannot say is noted in `unchecked`: whose engine is absent or not
+/// answering runs nothing, as leasing also assumes; any other failure makes leasing fail.
 fn owned_resources(
     ctx: &Context,
     unchecked: &mut Vec<String>,
@@ -142,12 +147,26 @@ fn owned_resources(
     let mut checked = Vec::new();
     let mut owned = Vec::new();
     for name in ctx.plugin_names(PluginKind::Runtime) {
-        match ctx.runtime(&name).and_then(|r| Ok(r.list_owned()?)) {
+        let runtime = match ctx.runtime(&name) {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                unchecked.push(format!("what {name} runs: {}", render_chain(&e)));
+                continue;
+            }
+        };
+        match runtime.list_owned() {
             Ok(found) => {
                 owned.extend(found);
                 checked.push(name);
             }
-            Err(e) => unchecked.push(format!("what {name} runs: {}", render_chain(&e))),
+            Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NotSupported) => {
+                let e = e.one_line();
+                unchecked.push(format!("what {name} runs: it runs nothing here: {e}"));
+            }
+            Err(e) => unchecked.push(format!(
+                "what {name} runs: {}; every launch fails until it answers",
+                e.one_line()
+            )),
         }
     }
     (checked, owned)
