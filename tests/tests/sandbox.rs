@@ -7,6 +7,17 @@ use std::time::{Duration, Instant};
 
 use bottle_e2e::{processes_where, wait_within, Home};
 
+/// Writes the spec of a sandboxed bottle `slug` whose agent only sleeps, next to one service
+/// that answers on `port`, and returns its path.
+fn idle_bottle(home: &Home, slug: &str, service: &str, port: u16) -> std::path::PathBuf {
+    let text = format!(
+        "name = \"{slug}\"\nvmm = \"sandbox\"\n\n[agent]\ncommand = [\"sleep\", \"600\"]\n\n\
+         [services.{service}]\ncommand = [\"python3\", \"{}\", \"{slug}\"]\nports = [{port}]\n",
+        bottle_e2e::fixture("hello_server.py")
+    );
+    home.spec(&format!("{slug}/bottle.toml"), &text)
+}
+
 fn example(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
@@ -31,22 +42,8 @@ fn run_examples_hello_keeps_the_promise_and_leaves_nothing() {
 #[test]
 fn probe_shows_the_matrix_from_inside_a_running_agent() {
     let home = Home::new("127.0.8.16/28", "0.8.0", "process");
-    let spec = home.spec(
-        "idle/bottle.toml",
-        &format!(
-            "name = \"idle\"\nvmm = \"sandbox\"\n\n[agent]\ncommand = [\"sleep\", \"600\"]\n\n\
-             [services.hello]\ncommand = [\"python3\", \"{}\", \"idle\"]\nports = [8080]\n",
-            bottle_e2e::fixture("hello_server.py")
-        ),
-    );
-    let neighbour = home.spec(
-        "next/bottle.toml",
-        &format!(
-            "name = \"next\"\nvmm = \"sandbox\"\n\n[agent]\ncommand = [\"sleep\", \"600\"]\n\n\
-             [services.web]\ncommand = [\"python3\", \"{}\", \"next\"]\nports = [80]\n",
-            bottle_e2e::fixture("hello_server.py")
-        ),
-    );
+    let spec = idle_bottle(&home, "idle", "hello", 8080);
+    let neighbour = idle_bottle(&home, "next", "web", 80);
     home.run(&["up", &spec.display().to_string()]).ok();
     home.run(&["up", &neighbour.display().to_string()]).ok();
 
@@ -123,14 +120,7 @@ fn run_passes_its_stdin_to_the_agent() {
 #[test]
 fn a_dead_agent_shows_the_bottle_as_degraded() {
     let home = Home::new("127.0.8.64/28", "0.8.0", "process");
-    let spec = home.spec(
-        "lonely/bottle.toml",
-        &format!(
-            "name = \"lonely\"\nvmm = \"sandbox\"\n\n[agent]\ncommand = [\"sleep\", \"600\"]\n\n\
-             [services.hello]\ncommand = [\"python3\", \"{}\", \"lonely\"]\nports = [8080]\n",
-            bottle_e2e::fixture("hello_server.py")
-        ),
-    );
+    let spec = idle_bottle(&home, "lonely", "hello", 8080);
     let up = home
         .run(&["up", &spec.display().to_string(), "--json"])
         .json();
