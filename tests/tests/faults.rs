@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bottle_core::state::Step;
-use bottle_e2e::{artifacts, first_line, process_spec, wait_within, Home};
+use bottle_e2e::{artifacts, first_line, process_spec, processes_where, wait_within, Home};
 
 /// A spec with an artifact, the service listening after `delay` seconds.
 fn spec(home: &Home, slug: &str, delay: u32) -> String {
@@ -116,8 +116,9 @@ fn a_vmm_that_cannot_enforce_the_scope_is_refused_before_any_machine_exists() {
 fn slow_smolvm(home: &Home) -> PathBuf {
     let path = home.dir.path().join("slow-smolvm");
     let script = format!(
-        "#!/bin/sh\ncase \"$SLOW_AT $1 $2\" in\n  \"probe --version\"*|\"create machine create\"|\
-         \"start machine start\") sleep 60 ;;\nesac\nexec {} \"$@\"\n",
+        "#!/bin/sh\nexport SLOWED_FOR={}\ncase \"$SLOW_AT $1 $2\" in\n  \"probe --version\"*|\
+         \"create machine create\"|\"start machine start\") sleep 60 ;;\nesac\nexec {} \"$@\"\n",
+        home.dir.path().display(),
         artifacts().fake_smolvm.display()
     );
     std::fs::write(&path, script).unwrap();
@@ -144,6 +145,16 @@ fn kill_during(home: &Home, slug: &str, step: Step, slow_at: &str, delay: u32) {
         .status()
         .unwrap();
     child.wait().unwrap();
+    // The smolvm command the launcher waited for runs in a group of its own; it goes too, as
+    // in a crash of the whole session, rather than wake up after the test and write into a
+    // home that is gone. Only the slowed smolvm carries SLOWED_FOR; the bundle's services,
+    // which `bottle gc` must find, do not.
+    let slowed = format!("SLOWED_FOR={}", home.dir.path().display());
+    for pid in processes_where(|var| var == slowed) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
 }
 
 #[test]
