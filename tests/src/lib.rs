@@ -91,6 +91,17 @@ impl Home {
         home
     }
 
+    /// A second home on the same host as `self`, with the same pool: it shares `self`'s alias
+    /// claim directory and smolvm, as a second user of one machine would.
+    pub fn neighbour(&self) -> Self {
+        let mut other = Home::new(&self.pool, "0.8.0", "process");
+        let claims = self.dir.path().join("claims").display().to_string();
+        other.env.push(("BOTTLE_CLAIM_DIR".into(), claims));
+        let user_home = self.user_home().display().to_string();
+        other.env.push(("HOME".into(), user_home));
+        other
+    }
+
     /// Rewrites `config.toml` with `smolvm` as the smolvm executable.
     pub fn write_config(&self, smolvm: &Path, runtime: &str) {
         std::fs::create_dir_all(self.bottle_home()).unwrap();

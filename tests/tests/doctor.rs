@@ -253,14 +253,8 @@ fn net_status_without_docker_says_what_it_could_not_check() {
 #[test]
 fn net_status_says_what_leasing_will_do() {
     let a = Home::new("127.0.40.32/29", "0.8.0", "process");
-    let mut b = Home::new("127.0.40.32/29", "0.8.0", "process");
     // One claim directory and one smolvm for both, as for two users of one machine.
-    b.env.push((
-        "BOTTLE_CLAIM_DIR".into(),
-        a.dir.path().join("claims").display().to_string(),
-    ));
-    b.env
-        .push(("HOME".into(), a.user_home().display().to_string()));
+    let b = a.neighbour();
     let alias = |n: u8| alias(32 + n);
 
     // Home a: `holder` with a service on .0, `quiet` without one on .1.

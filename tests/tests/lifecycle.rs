@@ -238,14 +238,8 @@ fn plugins_lists_every_first_party_plugin() {
 #[test]
 fn two_homes_on_one_host_keep_apart() {
     let a = Home::new("127.0.10.0/28", "0.8.0", "process");
-    let mut b = Home::new("127.0.10.0/28", "0.8.0", "process");
     // One claim directory and one smolvm for both, as for two users of one machine.
-    b.env.push((
-        "BOTTLE_CLAIM_DIR".into(),
-        a.dir.path().join("claims").display().to_string(),
-    ));
-    b.env
-        .push(("HOME".into(), a.user_home().display().to_string()));
+    let b = a.neighbour();
 
     // No services: nothing listens on the aliases, so only the host-wide claims can keep
     // the second home off the first one's alias.

@@ -115,6 +115,15 @@ pub fn pool_usage(
         .collect()
 }
 
+/// The aliases of a [`NetScoper::pool_status`] that something listens on.
+pub fn listened_on(usage: &[AliasUse]) -> Vec<Ipv4Addr> {
+    usage
+        .iter()
+        .filter(|u| !u.listening_ports.is_empty())
+        .map(|u| u.alias)
+        .collect()
+}
+
 /// Makes the alias pool usable on this OS and reports foreign listeners.
 pub trait NetScoper: Send + Sync {
     /// A short name for `bottle plugins` and logs, e.g. `net-linux`.
@@ -143,12 +152,7 @@ pub trait NetScoper: Send + Sync {
 
     /// The aliases of `pool` that something already listens on.
     fn listeners_on(&self, pool: &AliasPool) -> Result<Vec<Ipv4Addr>, BackendError> {
-        Ok(self
-            .pool_status(pool)?
-            .into_iter()
-            .filter(|u| !u.listening_ports.is_empty())
-            .map(|u| u.alias)
-            .collect())
+        Ok(listened_on(&self.pool_status(pool)?))
     }
 }
 

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use bottle_core::claims::{ClaimDir, ClaimOutcome};
 use bottle_core::launch::{alias_users, AliasUser};
+use bottle_core::net::listened_on;
 use bottle_core::state::Step;
 use bottle_core::{AliasUse, BottleRecord, ErrorKind, OwnedResource, Slug};
 use bottle_plugin_api::PluginKind;
@@ -101,11 +102,7 @@ pub fn pool_status(ctx: &Context) -> anyhow::Result<PoolStatus> {
         .map(|b| (b.slug.clone(), b))
         .collect();
     let usage = net.pool_status(&pool)?;
-    let listening: Vec<Ipv4Addr> = usage
-        .iter()
-        .filter(|u| !u.listening_ports.is_empty())
-        .map(|u| u.alias)
-        .collect();
+    let listening = listened_on(&usage);
 
     let mut unchecked = Vec::new();
     let (runtimes, owned) = owned_resources(ctx, &mut unchecked);
